@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Build the busybox test initramfs and print its path on stdout (chatter goes
+# to stderr).
+#
+#   build.sh initramfs   -> .../initramfs.cpio  (uncompressed newc)
+#
+# Contents: Debian's busybox-static, /init = init.sh, the device nodes and
+# directories of initramfs.list and one symlink per busybox applet, written
+# by mkcpio.py (deterministic, no root needed for the device nodes).
+# Inputs hashed into the cache key: this script, init.sh, initramfs.list,
+# mkcpio.py and the busybox-static package version. Layout under
+# $MERCURY_CACHE/initramfs/ (default ~/.cache/mercury):
+#   src/busybox-static_<ver>_amd64.deb   the downloaded package
+#   <key>/initramfs.cpio                 present only when complete
+set -euo pipefail
+
+target=${1:-initramfs}
+[ "$target" = initramfs ] || { echo "usage: $0 initramfs" >&2; exit 2; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+pkg=busybox-static
+cache=${MERCURY_CACHE:-$HOME/.cache/mercury}/initramfs
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "initramfs: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
+    die "need root to run: $*"; fi
+}
+
+apt_lists_empty() { ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
+
+apt_update_once() {
+  [ -n "${apt_updated:-}" ] && return 0
+  log "apt-get update"
+  as_root apt-get update -qq >&2
+  apt_updated=1
+}
+
+apt_install() {
+  apt_lists_empty && apt_update_once
+  as_root apt-get install -y -qq --no-install-recommends "$@" >&2 && return 0
+  apt_update_once
+  as_root apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+ensure_tools() {
+  local need=()
+  command -v python3 >/dev/null || need+=(python3)
+  command -v dpkg-deb >/dev/null || need+=(dpkg)
+  command -v sha256sum >/dev/null || need+=(coreutils)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt_install "${need[@]}"
+  fi
+}
+
+source_version() {
+  local v
+  apt_lists_empty && apt_update_once
+  v=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+    apt_update_once
+    v=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  fi
+  if [ -z "$v" ] || [ "$v" = "(none)" ]; then die "apt knows no $pkg"; fi
+  echo "$v"
+}
+
+tmp=""
+trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
+
+ensure_tools
+ver=$(source_version)
+key=$( { sha256sum "$0" "$here/init.sh" "$here/initramfs.list" "$here/mkcpio.py" | cut -d' ' -f1
+         echo "$pkg=$ver"; } | sha256sum | cut -c1-16)
+out=$cache/$key
+artifact=$out/initramfs.cpio
+if [ -f "$artifact" ]; then
+  log "cached ($pkg $ver, key $key)"
+  echo "$artifact"
+  exit 0
+fi
+
+mkdir -p "$cache/src"
+# The epoch ("1:") is not part of Debian's file names.
+deb=$cache/src/${pkg}_${ver#*:}_amd64.deb
+if [ ! -f "$deb" ]; then
+  tmp=$(mktemp -d "$cache/src/.download.XXXXXX")
+  log "downloading $pkg=$ver"
+  (cd "$tmp" && apt-get download "$pkg=$ver" >&2) ||
+    { apt_update_once; (cd "$tmp" && apt-get download "$pkg=$ver" >&2); } ||
+    die "apt-get download $pkg=$ver failed"
+  mv "$tmp"/*.deb "$deb"
+  rm -rf "$tmp"
+fi
+
+tmp=$(mktemp -d "$cache/.build.XXXXXX")
+stage=$tmp/stage
+mkdir -p "$stage/bin"
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./bin/busybox >"$stage/bin/busybox"
+chmod 0755 "$stage/bin/busybox"
+cp "$here/init.sh" "$stage/init.sh"
+
+list=$tmp/initramfs.list
+cp "$here/initramfs.list" "$list"
+# One symlink per applet, to the absolute /bin/busybox (valid from any dir).
+# (Debian's list names bin/busybox itself, which is the file, not a link.)
+"$stage/bin/busybox" --list-full | LC_ALL=C sort | while read -r applet; do
+  [ "$applet" = bin/busybox ] || echo "slink /$applet /bin/busybox 0777 0 0"
+done >>"$list"
+grep -q '^slink /bin/sh ' "$list" || die "busybox lists no sh applet"
+
+mkdir -p "$tmp/out"
+python3 "$here/mkcpio.py" "$list" "$stage" "$tmp/out/initramfs.cpio"
+cp "$list" "$tmp/out/initramfs.list"
+echo "$pkg $ver" >"$tmp/out/source-version"
+rm -rf "$out"
+mv -T "$tmp/out" "$out"
+log "built $artifact: $(stat -c %s "$artifact") bytes, $(grep -c '^slink' "$list") applet links"
+echo "$artifact"

@@ -1,0 +1,67 @@
+#!/bin/busybox sh
+# shellcheck shell=dash
+# /init of the mercury test initramfs (busybox). Reports on the serial console
+# with lines starting "MERCURY-GUEST ", then does what mercury.action= on the
+# kernel command line asks: reboot (default), poweroff, shell or panic.
+
+# Boot timer first, before anything else costs time: the VMM's boot-timer
+# device at the start of the MMIO gap records the moment of this write.
+# /dev/mem is a node in the cpio, so nothing has to be mounted before it.
+/bin/busybox devmem 0xd0000000 8 123
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+echo "MERCURY-GUEST INIT"
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+memtotal_kb=unknown
+while read -r key value _; do
+  if [ "$key" = "MemTotal:" ]; then memtotal_kb=$value; break; fi
+done </proc/meminfo
+
+# Online CPUs from the kernel's list, e.g. "0-1,3" -> 3.
+nproc=0
+read -r online </sys/devices/system/cpu/online
+IFS=,
+for range in $online; do
+  first=${range%-*}
+  last=${range#*-}
+  nproc=$((nproc + last - first + 1))
+done
+unset IFS
+echo "MERCURY-GUEST INFO memtotal_kb=$memtotal_kb nproc=$nproc"
+
+action=reboot
+read -r cmdline </proc/cmdline
+set -f  # split the command line into words, but never glob them
+for word in $cmdline; do
+  case "$word" in
+    mercury.action=*) action=${word#mercury.action=} ;;
+  esac
+done
+set +f
+
+echo "MERCURY-GUEST ACTION $action"
+case "$action" in
+  reboot)
+    reboot -f ;;
+  poweroff)
+    poweroff -f ;;
+  shell)
+    # cttyhack puts the shell on the real console (ttyS0) so job control and
+    # ^C work; setsid makes it a session leader with that controlling tty.
+    setsid cttyhack sh
+    poweroff -f ;;
+  panic)
+    # A real panic ("sysrq triggered crash"); pvpanic tells the VMM.
+    echo c >/proc/sysrq-trigger
+    # Without sysrq: init exiting panics with "Attempted to kill init!".
+    exit 1 ;;
+  *)
+    echo "MERCURY-GUEST ERROR unknown mercury.action=$action, rebooting"
+    reboot -f ;;
+esac
+# reboot -f and poweroff -f do not return when they work.
+echo "MERCURY-GUEST ERROR action $action did not end the VM"
+exit 1

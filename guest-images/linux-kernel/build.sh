@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Build the x86_64 microVM guest kernel from Debian's linux-source-6.1 and
+# print the path of one artifact on stdout (all chatter goes to stderr).
+#
+#   build.sh linux-kernel    -> .../vmlinux  (ELF, with the PVH entry note)
+#   build.sh linux-bzimage   -> .../bzImage  (made by the same build)
+#
+# Inputs hashed into the cache key: this script, microvm-x86_64.config, the
+# linux-source-6.1 package version and the compiler version. Layout under
+# $MERCURY_CACHE/linux-kernel/ (default ~/.cache/mercury):
+#   src/linux-source-6.1_<ver>_all.deb   the downloaded package
+#   src/linux-source-6.1_<ver>/          its unpacked tree (read-only; builds use O=)
+#   obj-<ver>/                           kbuild output tree, reused between builds
+# (src and obj of other versions are removed after a successful build)
+#   <key>/{vmlinux,bzImage,config,...}   finished artifacts; present only when complete
+# Every step writes to a temporary name and renames, so an interrupted build
+# never leaves something that looks finished. A lock serialises builds.
+set -euo pipefail
+
+target=${1:-linux-kernel}
+case "$target" in
+  linux-kernel|linux-bzimage) ;;
+  *) echo "usage: $0 linux-kernel|linux-bzimage" >&2; exit 2 ;;
+esac
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+fragment=$here/microvm-x86_64.config
+pkg=linux-source-6.1
+cache=${MERCURY_CACHE:-$HOME/.cache/mercury}/linux-kernel
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "linux-kernel: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
+    die "need root to run: $*"; fi
+}
+
+apt_lists_empty() { ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
+
+apt_update_once() {
+  [ -n "${apt_updated:-}" ] && return 0
+  log "apt-get update"
+  as_root apt-get update -qq >&2
+  apt_updated=1
+}
+
+# Install Debian packages; a failure may be stale lists, so update and retry once.
+apt_install() {
+  apt_lists_empty && apt_update_once
+  as_root apt-get install -y -qq --no-install-recommends "$@" >&2 && return 0
+  apt_update_once
+  as_root apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+ensure_tools() {
+  local need=()
+  command -v make >/dev/null || need+=(make)
+  command -v gcc >/dev/null || need+=(gcc libc6-dev)
+  command -v flex >/dev/null || need+=(flex)
+  command -v bison >/dev/null || need+=(bison)
+  command -v bc >/dev/null || need+=(bc)
+  command -v xz >/dev/null || need+=(xz-utils)
+  command -v readelf >/dev/null || need+=(binutils)
+  command -v perl >/dev/null || need+=(perl)
+  command -v flock >/dev/null || need+=(util-linux)
+  command -v sha256sum >/dev/null || need+=(coreutils)
+  [ -e /usr/include/libelf.h ] || need+=(libelf-dev)     # objtool (ORC unwinder)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt_install "${need[@]}"
+  fi
+}
+
+# The version apt would download now. Without lists there is none: update.
+source_version() {
+  local v
+  apt_lists_empty && apt_update_once
+  v=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+    apt_update_once
+    v=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  fi
+  [ -n "$v" ] && [ "$v" != "(none)" ] || die "apt knows no $pkg"
+  echo "$v"
+}
+
+# Download (once) and unpack (once) the source tree of version $1 into $src.
+fetch_source() {
+  local ver=$1 deb tree
+  deb=$cache/src/${pkg}_${ver}_all.deb
+  tree=$cache/src/${pkg}_${ver}
+  mkdir -p "$cache/src"
+  if [ ! -f "$deb" ]; then
+    tmp=$(mktemp -d "$cache/src/.download.XXXXXX")
+    log "downloading $pkg=$ver"
+    (cd "$tmp" && apt-get download "$pkg=$ver" >&2) ||
+      { apt_update_once; (cd "$tmp" && apt-get download "$pkg=$ver" >&2); } ||
+      { rm -rf "$tmp"; die "apt-get download $pkg=$ver failed"; }
+    mv "$tmp"/*.deb "$deb"
+    rm -rf "$tmp"
+  fi
+  if [ ! -f "$tree/Makefile" ]; then
+    tmp=$(mktemp -d "$cache/src/.unpack.XXXXXX")
+    log "unpacking $(basename "$deb")"
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/src/$pkg.tar.xz" | tar -xJ -C "$tmp" ||
+      { rm -rf "$tmp"; die "cannot unpack $deb"; }
+    rm -rf "$tree"
+    mv "$tmp/$pkg" "$tree"
+    rm -rf "$tmp"
+  fi
+  tmp=""
+  src=$tree
+}
+
+# Fail unless every line of the fragment landed in .config ($1).
+verify_config() {
+  local config=$1 line sym bad=0
+  while IFS= read -r line; do
+    case "$line" in
+      CONFIG_*=*)
+        grep -qxF -- "$line" "$config" || {
+          log "fragment option did not land: $line (.config: $(grep -E "^(# )?${line%%=*}[= ]" "$config" || echo absent))"
+          bad=1; } ;;
+      "# CONFIG_"*" is not set")
+        sym=${line#\# }; sym=${sym%% *}
+        if grep -q "^$sym=" "$config"; then
+          log "fragment option did not land: $line (.config: $(grep "^$sym=" "$config"))"; bad=1
+        fi ;;
+    esac
+  done < "$fragment"
+  [ "$bad" -eq 0 ] || die "the config fragment does not apply cleanly to $pkg (see above)"
+}
+
+# Temporary directories live next to their final place (same file system, so
+# the final rename is atomic); whatever is left of one on exit is removed.
+tmp=""
+trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
+
+ensure_tools
+ver=$(source_version)
+compiler=$(gcc --version | head -n1)
+key=$( { sha256sum "$0" "$fragment" | cut -d' ' -f1; echo "$pkg=$ver"; echo "$compiler"; } |
+       sha256sum | cut -c1-16)
+out=$cache/$key
+artifact=$out/vmlinux
+[ "$target" = linux-bzimage ] && artifact=$out/bzImage
+
+if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then
+  log "cached ($pkg $ver, key $key)"
+  echo "$artifact"
+  exit 0
+fi
+
+mkdir -p "$cache"
+exec 9>"$cache/lock"
+flock 9
+# Another build may have finished this key while we waited for the lock.
+if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then echo "$artifact"; exit 0; fi
+
+start=$(date +%s)
+fetch_source "$ver"
+obj=$cache/obj-$ver
+mkdir -p "$obj"
+buildlog=$cache/build-$key.log
+kmake() {
+  # Reproducible version string; no host name or date baked in.
+  nice -n 10 make -C "$src" O="$obj" ARCH=x86_64 \
+    KBUILD_BUILD_USER=mercury KBUILD_BUILD_HOST=mercury \
+    KBUILD_BUILD_TIMESTAMP="$pkg $ver" "$@" >>"$buildlog" 2>&1 ||
+    { tail -n 40 "$buildlog" >&2; die "make $* failed; full log: $buildlog"; }
+}
+: >"$buildlog"
+log "configuring ($pkg $ver, key $key)"
+kmake allnoconfig KCONFIG_ALLCONFIG="$fragment"
+kmake olddefconfig
+verify_config "$obj/.config"
+log "building with $(nproc) jobs, log: $buildlog"
+kmake -j"$(nproc)" vmlinux bzImage
+
+grep -q 'Xen.*0x00000012' <(readelf -n "$obj/vmlinux") ||
+  die "vmlinux lacks the PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"
+
+tmp=$(mktemp -d "$cache/.out.XXXXXX")
+chmod 0755 "$tmp"
+cp "$obj/vmlinux" "$tmp/vmlinux"
+cp "$obj/arch/x86/boot/bzImage" "$tmp/bzImage"
+cp "$obj/.config" "$tmp/config"
+cp "$obj/System.map" "$tmp/System.map"
+echo "$pkg $ver" >"$tmp/source-version"
+rm -rf "$out"
+mv -T "$tmp" "$out"
+tmp=""
+# Source trees and kbuild trees of other versions are ~2 GB of dead weight.
+for old in "$cache"/src/"${pkg}"_* "$cache"/obj-*; do
+  case "$old" in
+    "$cache/src/${pkg}_${ver}"|"$cache/src/${pkg}_${ver}_all.deb"|"$obj") ;;
+    *) [ -e "$old" ] && { log "removing $old (not $pkg $ver)"; rm -rf "$old"; } ;;
+  esac
+done
+log "built in $(( $(date +%s) - start )) s: vmlinux $(stat -c %s "$out/vmlinux") bytes, bzImage $(stat -c %s "$out/bzImage") bytes"
+echo "$artifact"

@@ -1,0 +1,107 @@
+#!/bin/sh
+# Boots mercury's microVM Linux kernel with the busybox test initramfs inside
+# L1: as an ELF vmlinux (PVH entry, from its XEN_ELFNOTE_PHYS32_ENTRY note) and
+# as a bzImage, each with 1 and 2 vCPUs; then a guest poweroff and a guest
+# panic. Six guest boots in one L1 run.
+# rig-images: linux-kernel linux-bzimage initramfs
+# rig-timeout: 900
+# rig-expect: vmlinux-smp1-exit vmlinux-smp1-init vmlinux-smp1-info
+# rig-expect: vmlinux-smp2-exit vmlinux-smp2-init vmlinux-smp2-info
+# rig-expect: bzimage-smp1-exit bzimage-smp1-init bzimage-smp1-info
+# rig-expect: bzimage-smp2-exit bzimage-smp2-init bzimage-smp2-info
+# rig-expect: poweroff-exit panic
+. /rig/lib.sh
+
+MEMORY_MIB=256
+# MemTotal is RAM minus what the kernel reserves for itself: it must be
+# above 200 MiB and can never exceed the 256 MiB given.
+MEM_MIN_KB=204800
+MEM_MAX_KB=262144
+# Limit for one guest boot (they take 10-25 s in L1).
+BOOT_TIMEOUT=120
+
+# boot LABEL KERNEL VCPUS ACTION: one `mercury run`; sets rc, secs, log, err.
+boot() {
+    log=/tmp/$1.serial
+    err=/tmp/$1.stderr
+    rig_vm $BOOT_TIMEOUT "$log" "$err" mercury run --kernel "$2" --initrd /images/initramfs \
+        --vcpus "$3" --memory $MEMORY_MIB \
+        --cmdline "console=ttyS0 reboot=k panic=1 mercury.action=$4" \
+        --serial "$log"
+    rc=$rig_rc
+    secs=$rig_secs
+    echo "rig: $1: mercury exited $rc after $secs s${rig_why:+ ($rig_why)}"
+}
+
+# The boot-timer value mercury logs on stderr, for the record.
+boot_timer() { grep -a -i -m 1 'boot time' "$err" | sed 's/.*\] //' | cut -c 1-80; }
+
+exit_detail() {
+    if [ -n "$rig_why" ]; then echo "rc=$rc ($rig_why)"; else echo "rc=$rc secs=$secs"; fi
+}
+
+# check_boot PREFIX VCPUS: verdicts on the boot just done.
+check_boot() {
+    if [ "$rc" -eq 0 ]; then
+        rig_pass "$1-exit" "rc=0 secs=$secs $(boot_timer)"
+    else
+        rig_fail "$1-exit" "$(exit_detail), want 0 (guest reboot)"
+        rig_show "$err" 15 "mercury stderr"
+    fi
+    if grep -a -q 'MERCURY-GUEST INIT' "$log"; then
+        rig_pass "$1-init" "initramfs /init ran"
+    else
+        rig_fail "$1-init" "no 'MERCURY-GUEST INIT' on the guest console"
+        rig_show "$log" 30 "guest console"
+    fi
+    nproc=$(rig_field "$log" 'MERCURY-GUEST INFO' nproc)
+    mem=$(rig_field "$log" 'MERCURY-GUEST INFO' memtotal_kb)
+    if rig_is_int "$nproc" && rig_is_int "$mem" && [ "$nproc" -eq "$2" ] &&
+        [ "$mem" -gt $MEM_MIN_KB ] && [ "$mem" -le $MEM_MAX_KB ]; then
+        rig_pass "$1-info" "nproc=$nproc memtotal_kb=$mem"
+    else
+        rig_fail "$1-info" "nproc='$nproc' (want $2) memtotal_kb='$mem' (want $MEM_MIN_KB < x <= $MEM_MAX_KB)"
+    fi
+}
+
+for kernel in vmlinux bzimage; do
+    case $kernel in
+        vmlinux) image=/images/linux-kernel ;;
+        bzimage) image=/images/linux-bzimage ;;
+    esac
+    for vcpus in 1 2; do
+        boot "$kernel-smp$vcpus" "$image" "$vcpus" reboot
+        check_boot "$kernel-smp$vcpus" "$vcpus"
+    done
+done
+
+# A guest poweroff ends mercury with status 0 too.
+boot poweroff /images/linux-kernel 1 poweroff
+action=missing
+grep -a -q 'MERCURY-GUEST ACTION poweroff' "$log" && action=seen
+if [ "$rc" -eq 0 ] && [ $action = seen ]; then
+    rig_pass poweroff-exit "rc=0 secs=$secs after 'MERCURY-GUEST ACTION poweroff'"
+else
+    rig_fail poweroff-exit "want rc=0 after 'MERCURY-GUEST ACTION poweroff'; got $(exit_detail), that line: $action"
+    rig_show "$log" 15 "guest console"
+    rig_show "$err" 15 "mercury stderr"
+fi
+
+# A guest panic (sysrq crash; the kernel also tells pvpanic) must not look like
+# a clean exit: mercury exits non-zero or reports the panic on stderr. With
+# panic=1 the guest then reboots, so a VMM that ignores both exits 0.
+boot panic /images/linux-kernel 1 panic
+panicked=no
+grep -a -q 'Kernel panic' "$log" && panicked=yes
+reported=no
+case $rc in 0 | 124 | 125) ;; *) reported=exit-status ;; esac
+grep -a -q -i 'panic' "$err" && reported=stderr
+got="got $(exit_detail), guest 'Kernel panic' line: $panicked, reported: $reported"
+if [ $panicked = yes ] && [ $reported != no ]; then
+    rig_pass panic "$got; $(grep -a -i -m 1 'panic' "$err" | cut -c 1-100)"
+else
+    rig_fail panic "expected the guest's 'Kernel panic' and mercury exit != 0 or a panic report on stderr; $got"
+    rig_show "$log" 15 "guest console"
+    rig_show "$err" 15 "mercury stderr"
+fi
+exit 0

@@ -1,0 +1,93 @@
+# Helpers for rig scenarios; L1's /rig/lib.sh. Source it with `. /rig/lib.sh`.
+# Runs under busybox ash: POSIX sh plus `local`, no bash arrays.
+
+# rig_result CHECK PASS|FAIL DETAIL...: one verdict line for the host.
+rig_result() {
+    local check=$1 status=$2
+    shift 2
+    echo "RIG-RESULT $check $status $*"
+}
+rig_pass() { local check=$1; shift; rig_result "$check" PASS "$@"; }
+rig_fail() { local check=$1; shift; rig_result "$check" FAIL "$@"; }
+
+# rig_expect CHECK DETAIL COMMAND...: PASS if COMMAND exits 0, else FAIL.
+rig_expect() {
+    local check=$1 detail=$2
+    shift 2
+    if "$@"; then rig_pass "$check" "$detail"; else rig_fail "$check" "$detail"; fi
+}
+
+# rig_now: L1 uptime in seconds (10 ms resolution).
+rig_now() { cut -d' ' -f1 /proc/uptime; }
+
+# rig_cs: L1 uptime in centiseconds, an integer for shell arithmetic.
+rig_cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
+
+# rig_since START: seconds elapsed since START (a rig_now value), 2 decimals.
+rig_since() { awk -v s="$1" -v e="$(rig_now)" 'BEGIN { printf "%.2f", e - s }'; }
+
+# rig_vm LIMIT SERIAL STDERR COMMAND...: runs a VMM command (e.g. `mercury run
+# ... --serial SERIAL`) in the background with its stderr in STDERR and waits
+# for it. Sets rig_rc (its exit status), rig_secs and rig_why (empty, or why it
+# was killed). It is killed (rig_rc=124) after LIMIT seconds, and (rig_rc=125)
+# RIG_STOP_GRACE seconds after the guest console shows the guest stopped for
+# good (halted, powered off, or panicked without reboot) while the VMM keeps
+# running: a guest that stops must end the VMM, and waiting out LIMIT would
+# only cost CI time.
+RIG_STOP_GRACE=${RIG_STOP_GRACE:-15}
+RIG_STOP_PATTERN='reboot: System halted|reboot: Power down|end Kernel panic'
+rig_vm() {
+    local limit=$1 serial=$2 stderr=$3 t0 start pid now stopped=
+    shift 3
+    t0=$(rig_now)
+    start=$(rig_cs)
+    "$@" 2>"$stderr" &
+    pid=$!
+    rig_why=
+    while kill -0 "$pid" 2>/dev/null; do
+        now=$(rig_cs)
+        if [ $((now - start)) -ge $((limit * 100)) ]; then
+            rig_why="killed: still running after the $limit s limit"
+            break
+        fi
+        if [ -z "$stopped" ] && grep -a -q -E "$RIG_STOP_PATTERN" "$serial" 2>/dev/null; then
+            stopped=$now
+        fi
+        if [ -n "$stopped" ] && [ $((now - stopped)) -ge $((RIG_STOP_GRACE * 100)) ]; then
+            rig_why="killed: the guest stopped ('$(grep -a -o -m 1 -E "$RIG_STOP_PATTERN" "$serial")') but the VMM was still running $RIG_STOP_GRACE s later"
+            break
+        fi
+        sleep 0.2
+    done
+    if [ -n "$rig_why" ]; then
+        kill "$pid" 2>/dev/null
+        sleep 0.5
+        kill -0 "$pid" 2>/dev/null && sleep 1 && kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        case $rig_why in
+            *limit*) rig_rc=124 ;;
+            *) rig_rc=125 ;;
+        esac
+    else
+        wait "$pid"
+        rig_rc=$?
+    fi
+    rig_secs=$(rig_since "$t0")
+}
+
+# rig_show FILE [N] [LABEL]: the last N (default 25) lines of FILE, indented,
+# so a failure's evidence lands in the console log next to its verdict.
+rig_show() {
+    local file=$1 n=${2:-25} label=${3:-$1}
+    echo "  --- last $n lines of $label ---"
+    if [ -f "$file" ]; then tail -n "$n" "$file" | sed 's/^/  | /'; else echo "  | (no file)"; fi
+}
+
+# rig_field FILE PREFIX KEY: the value of KEY=value on the last line of FILE
+# that contains PREFIX (empty if absent). E.g. rig_field log "MERCURY-GUEST INFO" nproc
+rig_field() {
+    grep -a "$2" "$1" 2>/dev/null | tail -n 1 | tr ' \r' '\n\n' | sed -n "s/^$3=//p" | tail -n 1
+}
+
+# rig_is_int VALUE: whether VALUE is a non-negative decimal integer.
+rig_is_int() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }

@@ -1,0 +1,154 @@
+//! `rig`: run rig scenarios in an L1 VM with real (nested) KVM.
+//!
+//! ```text
+//! rig list
+//! rig run <scenario> [--timeout SECS] [--keep] [--quiet]
+//! ```
+//!
+//! Exit codes: 0 all checks passed; 1 a check failed, a promised check is
+//! missing, RIG-DONE was not seen or the run timed out; 2 usage error;
+//! 3 the run could not start (fetch, build or QEMU error).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mercury_rig::{Rig, RunOptions};
+
+const USAGE: &str =
+    "usage: rig list\n       rig run <scenario> [--timeout SECS] [--keep] [--quiet]\n\n\
+    Runs tests/rig/scenarios/<scenario>.sh inside an L1 QEMU-TCG VM with nested KVM.\n\
+    --timeout SECS  limit for the whole L1 run (default: the scenario's rig-timeout, else 600)\n\
+    --keep          keep the work directory (L1 initramfs) under $MERCURY_CACHE/rig/runs\n\
+    --quiet         do not stream the L1 console\n\
+    Environment: MERCURY_CACHE (default ~/.cache/mercury), MERCURY_BIN (a static mercury),\n\
+    MERCURY_REPO (the checkout; default: the one rig was built from).";
+
+/// Progress messages from the library, on stderr.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!("rig: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLogger = StderrLogger;
+
+fn main() -> ExitCode {
+    let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Info));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rig = Rig::from_env();
+    match args.first().map(String::as_str) {
+        Some("list") if args.len() == 1 => list(&rig),
+        Some("run") => match parse_run(&args[1..]) {
+            Ok((name, options, quiet)) => run(&rig, &name, &options, quiet),
+            Err(message) => usage(&message),
+        },
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => usage("expected `list` or `run <scenario>`"),
+    }
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("rig: {message}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn parse_run(args: &[String]) -> Result<(String, RunOptions, bool), String> {
+    let mut name = None;
+    let mut options = RunOptions::default();
+    let mut quiet = false;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--keep" => options.keep = true,
+            "--quiet" => quiet = true,
+            "--timeout" => {
+                let value = iter.next().ok_or("--timeout needs a value in seconds")?;
+                let secs: u64 = value
+                    .parse()
+                    .map_err(|_| format!("invalid --timeout `{value}`"))?;
+                options.timeout = Some(Duration::from_secs(secs));
+            }
+            flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
+            scenario if name.is_none() => name = Some(scenario.to_string()),
+            extra => return Err(format!("unexpected argument `{extra}`")),
+        }
+    }
+    let name = name.ok_or("run needs a scenario name (see `rig list`)")?;
+    Ok((name, options, quiet))
+}
+
+fn list(rig: &Rig) -> ExitCode {
+    match rig.list() {
+        Ok(names) => {
+            names.iter().for_each(|name| println!("{name}"));
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail_to_start(&err),
+    }
+}
+
+fn run(rig: &Rig, name: &str, options: &RunOptions, quiet: bool) -> ExitCode {
+    let mut echo = |line: &str| {
+        if !quiet {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "L1| {line}");
+        }
+    };
+    match rig.run_streaming(name, options, &mut echo) {
+        Ok(report) => {
+            println!("{report}");
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => fail_to_start(&err),
+    }
+}
+
+fn fail_to_start(err: &dyn std::error::Error) -> ExitCode {
+    eprintln!("rig: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    ExitCode::from(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_run_arguments() {
+        let (name, options, quiet) =
+            parse_run(&args(&["smoke", "--timeout", "90", "--keep"])).unwrap();
+        assert_eq!(name, "smoke");
+        assert_eq!(options.timeout, Some(Duration::from_secs(90)));
+        assert!(options.keep && !quiet);
+        assert!(parse_run(&args(&["--timeout", "x", "smoke"])).is_err());
+        assert!(parse_run(&args(&["a", "b"])).is_err());
+        assert!(parse_run(&args(&["--bogus"])).is_err());
+        assert!(parse_run(&args(&[])).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! Debian packages for L1, fetched with `apt-get download` and unpacked with
+//! `dpkg -x` into the cache (nothing is installed on the host).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cache::Cache;
+use crate::command::{run, CommandError};
+
+/// The L1 kernel the rig was measured with (ENVIRONMENT.md, test path 2).
+pub const L1_KERNEL_PACKAGE: &str = "linux-image-6.1.0-50-cloud-amd64-unsigned";
+/// Statically linked busybox: L1's whole userland.
+pub const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// Errors from fetching or unpacking packages.
+#[derive(Debug, thiserror::Error)]
+pub enum DebianError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("cannot use `{path}`")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the kernel package {package} has no {what}")]
+    KernelLayout { package: String, what: String },
+    #[error("no 6.1 cloud-amd64 kernel package is available from apt ({0})")]
+    NoKernel(String),
+}
+
+/// An unpacked package.
+#[derive(Clone, Debug)]
+pub struct Unpacked {
+    pub package: String,
+    pub deb: PathBuf,
+    pub root: PathBuf,
+}
+
+/// The L1 kernel: bzImage plus its module tree.
+#[derive(Clone, Debug)]
+pub struct L1Kernel {
+    pub package: String,
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    pub modules: PathBuf,
+    /// Set when the pinned package was unavailable and another was chosen.
+    pub note: Option<String>,
+}
+
+/// Fetches (once) and unpacks (once) `package`.
+pub fn fetch(cache: &Cache, package: &str) -> Result<Unpacked, DebianError> {
+    let deb = match cached_deb(&cache.debs(), package)? {
+        Some(deb) => deb,
+        None => download(&cache.debs(), package)?,
+    };
+    let stem = deb
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let root = cache.unpacked().join(&stem);
+    if !root.join(".rig-complete").is_file() {
+        unpack(&deb, &root)?;
+    }
+    Ok(Unpacked {
+        package: package.to_string(),
+        deb,
+        root,
+    })
+}
+
+/// The pinned L1 kernel, or the newest 6.1 cloud-amd64 one when apt no
+/// longer has the pinned ABI (recorded in [`L1Kernel::note`]).
+pub fn l1_kernel(cache: &Cache) -> Result<L1Kernel, DebianError> {
+    let (unpacked, note) = match fetch(cache, L1_KERNEL_PACKAGE) {
+        Ok(unpacked) => (unpacked, None),
+        Err(pinned_err) => {
+            let newest = newest_61_cloud_kernel()
+                .map_err(|e| DebianError::NoKernel(format!("{pinned_err}; {e}")))?;
+            let note = format!("{L1_KERNEL_PACKAGE} is unavailable ({pinned_err}); using {newest}");
+            (fetch(cache, &newest)?, Some(note))
+        }
+    };
+    let modules_dir = unpacked.root.join("lib/modules");
+    let release = fs::read_dir(&modules_dir)
+        .map_err(|source| DebianError::Io {
+            path: modules_dir.clone(),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .ok_or_else(|| DebianError::KernelLayout {
+            package: unpacked.package.clone(),
+            what: "lib/modules/<release> directory".to_string(),
+        })?;
+    let vmlinuz = unpacked.root.join(format!("boot/vmlinuz-{release}"));
+    if !vmlinuz.is_file() {
+        return Err(DebianError::KernelLayout {
+            package: unpacked.package,
+            what: format!("boot/vmlinuz-{release}"),
+        });
+    }
+    Ok(L1Kernel {
+        package: unpacked.package,
+        modules: modules_dir.join(&release),
+        release,
+        vmlinuz,
+        note,
+    })
+}
+
+/// The newest `linux-image-6.1.0-<abi>-cloud-amd64-unsigned` apt knows.
+fn newest_61_cloud_kernel() -> Result<String, DebianError> {
+    let pattern = r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$";
+    let output = run(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
+    let abi = |name: &str| -> Option<u32> {
+        name.strip_prefix("linux-image-6.1.0-")?
+            .strip_suffix("-cloud-amd64-unsigned")?
+            .parse()
+            .ok()
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|name| abi(name).map(|n| (n, name.to_string())))
+        .max()
+        .map(|(_, name)| name)
+        .ok_or_else(|| DebianError::NoKernel("apt-cache search found none".to_string()))
+}
+
+fn cached_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, DebianError> {
+    if !debs.is_dir() {
+        return Ok(None);
+    }
+    let prefix = format!("{package}_");
+    let mut found: Vec<PathBuf> = fs::read_dir(debs)
+        .map_err(|source| DebianError::Io {
+            path: debs.to_path_buf(),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".deb")
+        })
+        .collect();
+    found.sort();
+    Ok(found.pop())
+}
+
+/// `apt-get download` into a private directory, then moved into `debs`, so
+/// a concurrent or interrupted run never sees a partial file. Runs
+/// `apt-get update` once if apt cannot find the package.
+fn download(debs: &Path, package: &str) -> Result<PathBuf, DebianError> {
+    let staging = debs.join(format!(".download-{}", std::process::id()));
+    fs::create_dir_all(&staging).map_err(|source| DebianError::Io {
+        path: staging.clone(),
+        source,
+    })?;
+    let get = || {
+        run(Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(&staging))
+    };
+    let result = get().or_else(|_| {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        get()
+    });
+    let moved = result.map_err(DebianError::from).and_then(|_| {
+        let deb = cached_deb(&staging, package)?.ok_or_else(|| CommandError {
+            command: format!("apt-get download {package}"),
+            detail: "succeeded but left no .deb".to_string(),
+        })?;
+        let target = debs.join(deb.file_name().unwrap_or_default());
+        fs::rename(&deb, &target).map_err(|source| DebianError::Io {
+            path: target.clone(),
+            source,
+        })?;
+        Ok(target)
+    });
+    let _ = fs::remove_dir_all(&staging);
+    moved
+}
+
+fn unpack(deb: &Path, root: &Path) -> Result<(), DebianError> {
+    let name = root.file_name().unwrap_or_default().to_string_lossy();
+    let staging = root.with_file_name(format!(".{name}.unpacking-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).map_err(|source| DebianError::Io {
+        path: staging.clone(),
+        source,
+    })?;
+    let dpkg = run(Command::new("dpkg").arg("-x").arg(deb).arg(&staging));
+    let unpacked = dpkg.map_err(DebianError::from).and_then(|_| {
+        fs::write(staging.join(".rig-complete"), b"").map_err(|source| DebianError::Io {
+            path: staging.clone(),
+            source,
+        })
+    });
+    if let Err(err) = unpacked {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(err);
+    }
+    let _ = fs::remove_dir_all(root);
+    fs::rename(&staging, root).map_err(|source| DebianError::Io {
+        path: root.to_path_buf(),
+        source,
+    })
+}

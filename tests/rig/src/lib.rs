@@ -1,0 +1,270 @@
+//! The L1 VM test rig: runs a scenario inside a QEMU-TCG VM ("L1") whose
+//! Debian kernel gets a real, nested KVM from QEMU's emulated AMD SVM, so
+//! mercury can boot unmodified Linux guests on a host whose own /dev/kvm
+//! cannot (see shared ENVIRONMENT.md, "Test path 2", and docs/RIG.md).
+//!
+//! One run, top to bottom ([`Rig::run`]):
+//! 1. load `tests/rig/scenarios/<name>.sh` and its header ([`scenario`]);
+//! 2. fetch the L1 kernel and busybox from Debian into the cache ([`debian`]),
+//!    resolve the kernel modules and their dependencies ([`kmod`]), build a
+//!    static `mercury` and the declared guest images ([`inputs`]);
+//! 3. write the L1 initramfs with a generated /init ([`initramfs`], [`cpio`]);
+//! 4. boot L1 once, following its serial console under a deadline ([`qemu`]);
+//! 5. collect RIG-RESULT lines into a [`RunReport`] ([`results`], [`report`]).
+
+pub mod cache;
+pub mod command;
+pub mod cpio;
+pub mod debian;
+pub mod elf;
+pub mod initramfs;
+pub mod inputs;
+pub mod kmod;
+pub mod qemu;
+pub mod report;
+pub mod results;
+pub mod scenario;
+
+use std::env;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use cache::Cache;
+pub use report::{RunFailure, RunReport, Timings};
+pub use results::{CheckResult, Status};
+pub use scenario::Scenario;
+
+/// Modules every scenario gets: KVM for AMD SVM (dependencies are added from `.modinfo`).
+pub const KVM_MODULES: [&str; 3] = ["irqbypass", "kvm", "kvm-amd"];
+
+/// Errors that stop a run before it can produce a [`RunReport`].
+#[derive(Debug, thiserror::Error)]
+pub enum RigError {
+    #[error(transparent)]
+    Command(#[from] command::CommandError),
+    #[error(transparent)]
+    Debian(#[from] debian::DebianError),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
+    #[error(transparent)]
+    Input(#[from] inputs::InputError),
+    #[error("cannot use `{path}`")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Kmod(#[from] kmod::KmodError),
+    #[error(transparent)]
+    Qemu(#[from] qemu::QemuError),
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+}
+
+/// Per-run choices.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Overrides the scenario's `# rig-timeout:`.
+    pub timeout: Option<Duration>,
+    /// Keep the work directory (initramfs, /init) for inspection.
+    pub keep: bool,
+}
+
+/// The rig, bound to a repository checkout and a cache.
+#[derive(Clone, Debug)]
+pub struct Rig {
+    pub repo: PathBuf,
+    pub cache: Cache,
+}
+
+impl Rig {
+    /// `$MERCURY_REPO` (default: the checkout this crate was built from) and
+    /// `$MERCURY_CACHE` (default `~/.cache/mercury`).
+    pub fn from_env() -> Self {
+        let repo = env::var_os("MERCURY_REPO")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+        let repo = repo.canonicalize().unwrap_or(repo);
+        Rig {
+            repo,
+            cache: Cache::from_env(),
+        }
+    }
+
+    /// `tests/rig/scenarios`.
+    pub fn scenarios_dir(&self) -> PathBuf {
+        self.repo.join("tests/rig/scenarios")
+    }
+
+    /// The scenario names.
+    pub fn list(&self) -> Result<Vec<String>, RigError> {
+        Ok(scenario::list(&self.scenarios_dir())?)
+    }
+
+    /// Runs one scenario in one L1 boot.
+    pub fn run(&self, name: &str, options: &RunOptions) -> Result<RunReport, RigError> {
+        self.run_streaming(name, options, &mut |_| {})
+    }
+
+    /// [`Self::run`], handing every L1 console line to `on_line` as it arrives.
+    pub fn run_streaming(
+        &self,
+        name: &str,
+        options: &RunOptions,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<RunReport, RigError> {
+        let scenario = scenario::load(&self.scenarios_dir(), name)?;
+        let mut timings = Timings::default();
+        let mut notes = Vec::new();
+        let mut step = |label: &str, started: Instant| {
+            timings.prepare.push((label.to_string(), started.elapsed()))
+        };
+
+        let started = Instant::now();
+        if !qemu::available() {
+            log::info!("{} missing: installing qemu-system-x86", qemu::QEMU);
+            qemu::install()?;
+            notes.push("installed qemu-system-x86 with apt".to_string());
+        }
+        log::info!(
+            "fetching the L1 kernel and busybox (cached under {})",
+            self.cache.root().display()
+        );
+        let kernel = debian::l1_kernel(&self.cache)?;
+        notes.extend(kernel.note.clone());
+        let busybox = debian::fetch(&self.cache, debian::BUSYBOX_PACKAGE)?
+            .root
+            .join("bin/busybox");
+        step("debian packages", started);
+
+        let started = Instant::now();
+        let mut wanted: Vec<String> = KVM_MODULES.iter().map(|m| m.to_string()).collect();
+        wanted.extend(scenario.header.modules.iter().cloned());
+        let modules = kmod::ModuleIndex::scan(&kernel.modules)?.resolve(&wanted)?;
+        step("modules", started);
+
+        let started = Instant::now();
+        log::info!("building a static mercury ({})", inputs::MUSL_TARGET);
+        let mercury = inputs::mercury_binary(&self.repo)?;
+        step("mercury", started);
+
+        let mut images = Vec::new();
+        for image in &scenario.header.images {
+            let started = Instant::now();
+            log::info!("guest-images/build {image} (the first kernel build takes ~15 min)");
+            images.push((
+                image.clone(),
+                inputs::guest_image(&self.repo, &self.cache, image)?,
+            ));
+            step(&format!("image {image}"), started);
+        }
+
+        let started = Instant::now();
+        let stamp = unix_time();
+        let work_dir = self
+            .cache
+            .runs()
+            .join(format!("{name}-{stamp}-{}", std::process::id()));
+        create_dir(&work_dir)?;
+        create_dir(&self.cache.logs())?;
+        let initrd = work_dir.join("initramfs.cpio");
+        let payload = initramfs::Payload {
+            scenario: &scenario,
+            busybox: &busybox,
+            mercury: &mercury,
+            modules: &modules,
+            images: &images,
+        };
+        let size = initramfs::write(&initrd, &payload)?;
+        log::info!("L1 initramfs: {} MiB", size >> 20);
+        step("initramfs", started);
+
+        let spec = qemu::BootSpec {
+            kernel: kernel.vmlinuz.clone(),
+            initrd,
+            memory_mib: scenario.header.memory_mib,
+            smp: scenario.header.smp,
+            timeout: options.timeout.unwrap_or(scenario.header.timeout),
+            console_log: self
+                .cache
+                .logs()
+                .join(format!("{name}-{stamp}-{}.log", std::process::id())),
+        };
+        log::info!(
+            "booting L1 ({}, timeout {} s)",
+            kernel.package,
+            spec.timeout.as_secs()
+        );
+        let outcome = qemu::boot(&spec, on_line);
+        let work_dir = if options.keep {
+            Some(work_dir)
+        } else {
+            let _ = fs::remove_dir_all(&work_dir);
+            None
+        };
+        let outcome = outcome?;
+        prune_logs(&self.cache.logs(), name);
+
+        timings.to_init = outcome.to_init;
+        timings.l1_uptime_at_init = outcome.console.init_uptime;
+        timings.scenario_secs = outcome.console.scenario_secs;
+        timings.to_done = outcome.to_done;
+        timings.l1_wall = outcome.wall;
+        Ok(RunReport {
+            scenario: name.to_string(),
+            results: outcome.console.results,
+            expected: scenario.header.expect.clone(),
+            done: outcome.console.done,
+            timed_out: outcome.timed_out,
+            timeout: spec.timeout,
+            poweroff_hung: outcome.poweroff_hung,
+            qemu_exit: outcome.exit,
+            scenario_rc: outcome.console.scenario_rc,
+            console_log: spec.console_log,
+            work_dir,
+            timings,
+            notes,
+        })
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), RigError> {
+    fs::create_dir_all(path).map_err(|source| RigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Keeps the newest [`cache::LOGS_KEPT_PER_SCENARIO`] logs of `scenario`.
+fn prune_logs(dir: &Path, scenario: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{scenario}-");
+    let mut logs: Vec<(SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // `<scenario>-<digits>-...`: not another scenario that shares a prefix.
+            name.strip_prefix(&prefix).is_some_and(|rest| {
+                rest.starts_with(|c: char| c.is_ascii_digit()) && name.ends_with(".log")
+            })
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    logs.sort();
+    let excess = logs.len().saturating_sub(cache::LOGS_KEPT_PER_SCENARIO);
+    for (_, path) in logs.into_iter().take(excess) {
+        let _ = fs::remove_file(path);
+    }
+}

@@ -1,0 +1,334 @@
+//! Booting L1: `qemu-system-x86_64` with TCG and an emulated AMD SVM CPU,
+//! its serial console captured line by line into a log file, under a
+//! deadline after which QEMU is killed.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::results::{ConsoleSummary, Event};
+
+/// The L1 emulator.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// L1's kernel command line: serial console, reboot (and so exit, with
+/// `-no-reboot`) at once on panic, and no boot chatter.
+pub const L1_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
+/// How long L1 may take to power off after printing RIG-DONE.
+pub const POWEROFF_GRACE: Duration = Duration::from_secs(20);
+
+/// Errors from running QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error("cannot write the console log `{path}`")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start `{QEMU}` (apt-get install qemu-system-x86)")]
+    Spawn(#[source] io::Error),
+    #[error("waiting for QEMU failed")]
+    Wait(#[source] io::Error),
+}
+
+/// One L1 boot.
+#[derive(Clone, Debug)]
+pub struct BootSpec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub memory_mib: u32,
+    pub smp: u32,
+    pub timeout: Duration,
+    pub console_log: PathBuf,
+}
+
+impl BootSpec {
+    /// The full QEMU command line.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(QEMU);
+        command
+            .args(["-accel", "tcg", "-cpu", "EPYC,+svm,+npt"])
+            .args([
+                "-smp",
+                &self.smp.to_string(),
+                "-m",
+                &self.memory_mib.to_string(),
+            ])
+            .args(["-nographic", "-no-reboot", "-nic", "none"])
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .args(["-append", L1_CMDLINE]);
+        command
+    }
+}
+
+/// How an L1 boot went, as seen from the host.
+#[derive(Clone, Debug)]
+pub struct BootOutcome {
+    pub console: ConsoleSummary,
+    /// QEMU's exit status; `None` if it had to be killed.
+    pub exit: Option<ExitStatus>,
+    pub timed_out: bool,
+    /// RIG-DONE was printed but L1 did not power off within [`POWEROFF_GRACE`].
+    pub poweroff_hung: bool,
+    /// Host time from spawning QEMU to the RIG-INIT line.
+    pub to_init: Option<Duration>,
+    /// Host time from spawning QEMU to the RIG-DONE line.
+    pub to_done: Option<Duration>,
+    /// Host time from spawning QEMU to its exit.
+    pub wall: Duration,
+    /// What QEMU itself printed on stderr.
+    pub qemu_stderr: String,
+}
+
+/// Boots L1 and follows its console until QEMU exits or the deadline
+/// passes. `on_line` sees every console line as it arrives.
+pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcome, QemuError> {
+    let log_err = |source| QemuError::Log {
+        path: spec.console_log.clone(),
+        source,
+    };
+    let mut log = File::create(&spec.console_log).map_err(log_err)?;
+    writeln!(log, "# {}", crate::command::render(&spec.command())).map_err(log_err)?;
+
+    let start = Instant::now();
+    let mut child = spec
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(QemuError::Spawn)?;
+    let lines = spawn_line_reader(child.stdout.take());
+    let stderr = spawn_collector(child.stderr.take());
+
+    let deadline = start + spec.timeout;
+    let mut outcome = BootOutcome {
+        console: ConsoleSummary::default(),
+        exit: None,
+        timed_out: false,
+        poweroff_hung: false,
+        to_init: None,
+        to_done: None,
+        wall: Duration::ZERO,
+        qemu_stderr: String::new(),
+    };
+    let console = Console {
+        lines: &lines,
+        log: &mut log,
+        path: &spec.console_log,
+        start,
+    };
+    let follow = follow_console(&mut child, console, deadline, &mut outcome, on_line);
+    if follow.is_err() || outcome.exit.is_none() {
+        // Timed out, hung at poweroff, or the log failed: never leave QEMU behind.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Drain what QEMU printed before it died.
+    for line in lines.try_iter() {
+        let _ = writeln!(log, "{line}");
+        record(&line, &mut outcome, start, on_line);
+    }
+    outcome.wall = start.elapsed();
+    outcome.qemu_stderr = stderr.join().unwrap_or_default();
+    let stderr_text = summarize_stderr(&outcome.qemu_stderr);
+    if !stderr_text.is_empty() {
+        let _ = writeln!(log, "# qemu stderr:\n{stderr_text}");
+    }
+    follow?;
+    Ok(outcome)
+}
+
+/// The console stream of one boot and where it is logged.
+struct Console<'a> {
+    lines: &'a Receiver<String>,
+    log: &'a mut File,
+    path: &'a Path,
+    start: Instant,
+}
+
+fn follow_console(
+    child: &mut Child,
+    console: Console,
+    deadline: Instant,
+    outcome: &mut BootOutcome,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(), QemuError> {
+    let Console {
+        lines,
+        log,
+        path,
+        start,
+    } = console;
+    let log_err = |source| QemuError::Log {
+        path: path.to_path_buf(),
+        source,
+    };
+    loop {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                writeln!(log, "{line}").map_err(log_err)?;
+                record(&line, outcome, start, on_line);
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+        }
+        if let Some(status) = child.try_wait().map_err(QemuError::Wait)? {
+            outcome.exit = Some(status);
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            outcome.timed_out = true;
+            return Ok(());
+        }
+        if let Some(done) = outcome.to_done {
+            if now.duration_since(start) > done + POWEROFF_GRACE {
+                outcome.poweroff_hung = true;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn record(line: &str, outcome: &mut BootOutcome, start: Instant, on_line: &mut dyn FnMut(&str)) {
+    on_line(line);
+    if let Some(event) = crate::results::parse_line(line) {
+        match event {
+            Event::Init { .. } if outcome.to_init.is_none() => {
+                outcome.to_init = Some(start.elapsed())
+            }
+            Event::Done if outcome.to_done.is_none() => outcome.to_done = Some(start.elapsed()),
+            _ => {}
+        }
+        outcome.console.record(event);
+    }
+}
+
+/// Lines of `out` (CR stripped, invalid UTF-8 replaced), over a channel.
+fn spawn_line_reader(out: Option<impl Read + Send + 'static>) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = out {
+        thread::spawn(move || {
+            let mut reader = BufReader::new(out);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+                        let line = crate::results::strip_escapes(&line);
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    rx
+}
+
+fn spawn_collector(out: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut out) = out {
+            let mut bytes = Vec::new();
+            let _ = out.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
+}
+
+/// QEMU's stderr without the warnings that `-cpu EPYC` under TCG always
+/// prints (features TCG lacks), which would crowd a failure's log tail.
+fn summarize_stderr(stderr: &str) -> String {
+    const NOISE: &str = "TCG doesn't support requested feature";
+    let noise = stderr.lines().filter(|l| l.contains(NOISE)).count();
+    let mut kept: Vec<String> = stderr
+        .lines()
+        .filter(|l| !l.contains(NOISE) && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    if noise > 0 {
+        kept.push(format!("({noise} \"{NOISE}\" warnings omitted)"));
+    }
+    kept.join("\n")
+}
+
+/// Whether `qemu-system-x86_64` can be started at all.
+pub fn available() -> bool {
+    Command::new(QEMU)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs `qemu-system-x86` with apt (the rig runs as root on dev and CI machines).
+pub fn install() -> Result<(), crate::command::CommandError> {
+    crate::command::run(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "qemu-system-x86",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_matches_the_documented_l1() {
+        let spec = BootSpec {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            memory_mib: 3072,
+            smp: 2,
+            timeout: Duration::from_secs(1),
+            console_log: "/l".into(),
+        };
+        assert_eq!(
+            crate::command::render(&spec.command()),
+            "qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt -smp 2 -m 3072 -nographic -no-reboot \
+             -nic none -kernel /k -initrd /i -append console=ttyS0 panic=-1 quiet"
+        );
+    }
+
+    #[test]
+    fn stderr_summary_drops_tcg_feature_noise() {
+        let stderr = "qemu: warning: TCG doesn't support requested feature: CPUID.07H:EBX.rdseed\n\
+                      qemu: warning: TCG doesn't support requested feature: x\n\
+                      qemu: something real\n";
+        assert_eq!(
+            summarize_stderr(stderr),
+            "qemu: something real\n(2 \"TCG doesn't support requested feature\" warnings omitted)"
+        );
+        assert_eq!(summarize_stderr(""), "");
+    }
+
+    #[test]
+    fn reader_splits_lines_and_strips_cr() {
+        let rx = spawn_line_reader(Some(&b"one\r\ntwo\r\r\nthree"[..]));
+        let lines: Vec<String> = rx.iter().collect();
+        assert_eq!(lines, ["one", "two", "three"]);
+    }
+}

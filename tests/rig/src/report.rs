@@ -1,0 +1,301 @@
+//! What one scenario run produced, and the verdict on it.
+
+use std::fmt;
+use std::fs;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::command::tail;
+use crate::results::{CheckResult, Status};
+
+/// Console lines a failure carries.
+pub const FAILURE_TAIL_LINES: usize = 60;
+
+/// Where the time of a run went.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    /// Host-side preparation steps (fetch, build, assemble), in order.
+    pub prepare: Vec<(String, Duration)>,
+    /// Host time from spawning QEMU to L1's /init printing RIG-INIT.
+    pub to_init: Option<Duration>,
+    /// L1's own uptime when /init started.
+    pub l1_uptime_at_init: Option<f64>,
+    /// The scenario script's duration, measured inside L1.
+    pub scenario_secs: Option<f64>,
+    /// Host time from spawning QEMU to RIG-DONE.
+    pub to_done: Option<Duration>,
+    /// Host time from spawning QEMU to its exit.
+    pub l1_wall: Duration,
+}
+
+/// The outcome of `rig run <scenario>`.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub scenario: String,
+    /// Every RIG-RESULT line, in console order.
+    pub results: Vec<CheckResult>,
+    /// Checks the scenario header promises (`# rig-expect:`).
+    pub expected: Vec<String>,
+    pub done: bool,
+    pub timed_out: bool,
+    pub timeout: Duration,
+    pub poweroff_hung: bool,
+    pub qemu_exit: Option<ExitStatus>,
+    pub scenario_rc: Option<i32>,
+    pub console_log: PathBuf,
+    /// The run's work directory, when kept (`--keep`).
+    pub work_dir: Option<PathBuf>,
+    pub timings: Timings,
+    /// Things worth knowing that are not failures (e.g. a substituted kernel).
+    pub notes: Vec<String>,
+}
+
+/// A failed run: why, where the full console log is, and its tail.
+#[derive(Clone, Debug)]
+pub struct RunFailure {
+    pub scenario: String,
+    pub problems: Vec<String>,
+    pub console_log: PathBuf,
+    pub console_tail: String,
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "scenario `{}` failed:", self.scenario)?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        writeln!(f, "console log: {}", self.console_log.display())?;
+        writeln!(f, "--- last {FAILURE_TAIL_LINES} console lines ---")?;
+        write!(f, "{}", self.console_tail)
+    }
+}
+
+impl std::error::Error for RunFailure {}
+
+impl RunReport {
+    /// The last verdict reported for `check`.
+    pub fn result(&self, check: &str) -> Option<&CheckResult> {
+        self.results.iter().rev().find(|r| r.check == check)
+    }
+
+    /// Everything wrong with the run: FAIL lines, promised checks that never
+    /// reported, a missing RIG-DONE, a timeout, a failing scenario script.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems_with(&[])
+    }
+
+    /// [`Self::problems`], plus every check in `required` that is absent.
+    pub fn problems_with(&self, required: &[&str]) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| r.status == Status::Fail)
+            .map(|r| format!("FAIL {}: {}", r.check, r.detail))
+            .collect();
+        let mut wanted: Vec<&str> = self.expected.iter().map(String::as_str).collect();
+        for check in required {
+            if !wanted.contains(check) {
+                wanted.push(check);
+            }
+        }
+        for check in wanted {
+            if self.result(check).is_none() {
+                problems.push(format!("missing RIG-RESULT for `{check}`"));
+            }
+        }
+        if self.timed_out {
+            problems.push(format!(
+                "timed out after {} s; QEMU killed",
+                self.timeout.as_secs()
+            ));
+        }
+        if !self.done {
+            problems.push("L1 never printed RIG-DONE".to_string());
+        }
+        if self.poweroff_hung {
+            problems.push("L1 did not power off after RIG-DONE; QEMU killed".to_string());
+        }
+        match self.scenario_rc {
+            Some(0) => {}
+            Some(rc) => problems.push(format!("scenario script exited with status {rc}")),
+            None if self.done => {
+                problems.push("scenario end marker missing or malformed".to_string())
+            }
+            None => {}
+        }
+        problems
+    }
+
+    pub fn passed(&self) -> bool {
+        self.problems().is_empty()
+    }
+
+    /// `Ok` when the run passed and every check in `required` reported PASS.
+    pub fn require(&self, required: &[&str]) -> Result<(), RunFailure> {
+        let problems = self.problems_with(required);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(RunFailure {
+            scenario: self.scenario.clone(),
+            problems,
+            console_log: self.console_log.clone(),
+            console_tail: self.console_tail(FAILURE_TAIL_LINES),
+        })
+    }
+
+    /// [`Self::require`] with only the header's expectations.
+    pub fn verdict(&self) -> Result<(), RunFailure> {
+        self.require(&[])
+    }
+
+    /// The last `n` lines of the console log.
+    pub fn console_tail(&self, n: usize) -> String {
+        match fs::read(&self.console_log) {
+            Ok(bytes) => tail(&String::from_utf8_lossy(&bytes), n),
+            Err(e) => format!("(cannot read {}: {e})", self.console_log.display()),
+        }
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .results
+            .iter()
+            .map(|r| r.check.len())
+            .max()
+            .unwrap_or(0);
+        for result in &self.results {
+            writeln!(
+                f,
+                "{} {:width$}  {}",
+                result.status.as_str(),
+                result.check,
+                result.detail
+            )?;
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        let t = &self.timings;
+        let secs = |d: Option<Duration>| {
+            d.map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
+        };
+        let prepare: Duration = t.prepare.iter().map(|(_, d)| *d).sum();
+        writeln!(
+            f,
+            "timings: prepare {:.1} s; L1 to /init {} (L1 uptime {}); scenario {}; to RIG-DONE {}; L1 total {:.1} s",
+            prepare.as_secs_f64(),
+            secs(t.to_init),
+            t.l1_uptime_at_init.map_or("-".to_string(), |u| format!("{u:.2} s")),
+            t.scenario_secs.map_or("-".to_string(), |s| format!("{s:.2} s")),
+            secs(t.to_done),
+            t.l1_wall.as_secs_f64(),
+        )?;
+        let steps: Vec<String> = t
+            .prepare
+            .iter()
+            .map(|(step, d)| format!("{step} {:.1} s", d.as_secs_f64()))
+            .collect();
+        writeln!(f, "prepare: {}", steps.join(", "))?;
+        writeln!(
+            f,
+            "RIG-DONE: {}",
+            if self.done { "seen" } else { "NOT seen" }
+        )?;
+        writeln!(f, "console log: {}", self.console_log.display())?;
+        if let Some(dir) = &self.work_dir {
+            writeln!(f, "work dir (kept): {}", dir.display())?;
+        }
+        let problems = self.problems();
+        if problems.is_empty() {
+            write!(
+                f,
+                "scenario {}: PASS ({} checks)",
+                self.scenario,
+                self.results.len()
+            )
+        } else {
+            writeln!(f, "scenario {}: FAIL", self.scenario)?;
+            for problem in &problems {
+                writeln!(f, "  - {problem}")?;
+            }
+            writeln!(f, "--- last {FAILURE_TAIL_LINES} console lines ---")?;
+            write!(f, "{}", self.console_tail(FAILURE_TAIL_LINES))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(lines: &[(&str, Status)], expected: &[&str]) -> RunReport {
+        RunReport {
+            scenario: "s".into(),
+            results: lines
+                .iter()
+                .map(|(c, s)| CheckResult {
+                    check: c.to_string(),
+                    status: *s,
+                    detail: "d".into(),
+                })
+                .collect(),
+            expected: expected.iter().map(|s| s.to_string()).collect(),
+            done: true,
+            timed_out: false,
+            timeout: Duration::from_secs(60),
+            poweroff_hung: false,
+            qemu_exit: None,
+            scenario_rc: Some(0),
+            console_log: "/nonexistent/log".into(),
+            work_dir: None,
+            timings: Timings::default(),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn passes_only_when_everything_reported_pass() {
+        let ok = report(&[("a", Status::Pass), ("b", Status::Pass)], &["a"]);
+        assert!(ok.passed());
+        assert!(ok.require(&["a", "b"]).is_ok());
+        let missing = ok.require(&["a", "c"]).unwrap_err();
+        assert_eq!(missing.problems, ["missing RIG-RESULT for `c`"]);
+
+        let failed = report(&[("a", Status::Pass), ("a", Status::Fail)], &[]);
+        assert_eq!(failed.problems(), ["FAIL a: d"]);
+
+        let unexpected_absent = report(&[], &["a"]);
+        assert!(!unexpected_absent.passed());
+    }
+
+    #[test]
+    fn run_level_failures_count() {
+        let mut r = report(&[("a", Status::Pass)], &[]);
+        r.done = false;
+        r.scenario_rc = None;
+        r.timed_out = true;
+        let problems = r.problems();
+        assert!(
+            problems.iter().any(|p| p.contains("timed out")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("RIG-DONE")),
+            "{problems:?}"
+        );
+
+        let mut r = report(&[("a", Status::Pass)], &[]);
+        r.scenario_rc = Some(2);
+        assert_eq!(r.problems(), ["scenario script exited with status 2"]);
+        let failure = r.verdict().unwrap_err().to_string();
+        assert!(
+            failure.contains("/nonexistent/log") && failure.contains("cannot read"),
+            "{failure}"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! One test per rig scenario: boots L1 once, runs the scenario in it and
+//! requires every listed RIG-RESULT line to be present and PASS (and no
+//! FAIL line, RIG-DONE seen, no timeout, the scenario script exiting 0).
+//!
+//! These are slow (an L1 boot under TCG each, plus guest-image builds on a
+//! fresh cache): see docs/RIG.md. They run one at a time, because two L1
+//! VMs on a 2-core machine would only slow each other down.
+
+use std::sync::Mutex;
+
+use mercury_rig::{Rig, RunOptions, Status};
+
+static ONE_L1_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_scenario(name: &str, required: &[&str]) {
+    let _guard = ONE_L1_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let rig = Rig::from_env();
+    let report = match rig.run(name, &RunOptions::default()) {
+        Ok(report) => report,
+        Err(err) => {
+            let mut message = format!("rig could not run `{name}`: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                message.push_str(&format!("\n  caused by: {cause}"));
+                source = cause.source();
+            }
+            panic!("{message}");
+        }
+    };
+    if let Err(failure) = report.require(required) {
+        // The failure carries the problems, the console log path and its tail.
+        panic!("{failure}");
+    }
+    eprintln!("{report}");
+    // `require` covers these; spelled out so each expectation is visible here.
+    for check in required {
+        let status = report.result(check).map(|r| r.status);
+        assert_eq!(
+            status,
+            Some(Status::Pass),
+            "check `{check}` of scenario `{name}`"
+        );
+    }
+    assert!(report.done, "RIG-DONE not seen");
+}
+
+#[test]
+fn smoke() {
+    run_scenario(
+        "smoke",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "kvm-dev",
+            "kvm-nested",
+            "mercury-help",
+        ],
+    );
+}
+
+#[test]
+fn linux_boot() {
+    run_scenario(
+        "linux-boot",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "vmlinux-smp1-exit",
+            "vmlinux-smp1-init",
+            "vmlinux-smp1-info",
+            "vmlinux-smp2-exit",
+            "vmlinux-smp2-init",
+            "vmlinux-smp2-info",
+            "bzimage-smp1-exit",
+            "bzimage-smp1-init",
+            "bzimage-smp1-info",
+            "bzimage-smp2-exit",
+            "bzimage-smp2-init",
+            "bzimage-smp2-info",
+            "poweroff-exit",
+            "panic",
+        ],
+    );
+}
+
+#[test]
+fn test_guest() {
+    run_scenario(
+        "test-guest",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "test-guest-exit",
+            "test-guest-end",
+            "test-guest-serial",
+            "test-guest-cpuid",
+            "test-guest-smp",
+            "test-guest-timer",
+        ],
+    );
+}

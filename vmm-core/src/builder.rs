@@ -1,0 +1,250 @@
+//! The boot sequence, top to bottom: validate → KVM → memory → kernel,
+//! initrd, command line → VM → devices → boot structures → vCPUs.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use linux_loader::cmdline::Cmdline;
+use vm_memory::GuestMemoryMmap;
+
+use crate::arch::{self, layout, ArchError, InitrdRegion, KernelImage};
+use crate::config::{ConfigError, VmConfig};
+use crate::device_manager::{DeviceError, DeviceManager};
+use crate::lifecycle::Lifecycle;
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{self, Vcpu};
+
+/// Why a VM could not be built. Nothing is left running or half-created
+/// when one of these is returned: every resource built so far is dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The kernel command line is invalid or too long.
+    #[error("kernel command line: {0}")]
+    Cmdline(#[source] linux_loader::cmdline::Error),
+    /// The kernel command line is longer than the architecture allows.
+    #[error("kernel command line is {len} bytes; at most {max} fit")]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A vCPU could not be configured.
+    #[error("cannot configure vCPU {index}: {source}")]
+    ConfigureVcpu {
+        /// vCPU index.
+        index: u8,
+        /// Why.
+        #[source]
+        source: ArchError,
+    },
+    /// KVM could not create a vCPU.
+    #[error("cannot create vCPU {index}: {source}")]
+    CreateVcpu {
+        /// vCPU index.
+        index: u8,
+        /// Why.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// KVM could not create the VM.
+    #[error("KVM_CREATE_VM failed: {0}")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// Devices could not be attached.
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
+    /// The initrd could not be loaded.
+    #[error("cannot load initrd {path}: {source}")]
+    Initrd {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: ArchError,
+    },
+    /// The kernel could not be loaded.
+    #[error("cannot load kernel {path}: {source}")]
+    Kernel {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: ArchError,
+    },
+    /// A KVM capability mercury needs is missing.
+    #[error("KVM lacks a capability mercury needs: {0}")]
+    KvmCapability(&'static str),
+    /// /dev/kvm could not be opened.
+    #[error("cannot open /dev/kvm: {0} (is KVM available, and may this user open /dev/kvm?)")]
+    KvmUnavailable(#[source] kvm_ioctls::Error),
+    /// Guest memory could not be created.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The kick signal handler could not be installed.
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    SignalHandler(#[source] vmm_sys_util::errno::Error),
+    /// VM-wide architecture setup failed.
+    #[error("VM setup: {0}")]
+    VmSetup(#[source] ArchError),
+}
+
+/// Everything `build_microvm` hands to the VM handle.
+pub(crate) struct BuiltVm {
+    pub(crate) kvm: Kvm,
+    pub(crate) vm: VmFd,
+    pub(crate) memory: GuestMemoryMmap,
+    pub(crate) devices: DeviceManager,
+    pub(crate) vcpus: Vec<Vcpu>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) kernel: KernelImage,
+}
+
+/// Builds a VM ready to start: memory, kernel, devices and vCPUs configured.
+pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltVm, BuildError> {
+    config.validate()?;
+    vcpu::install_kick_handler().map_err(BuildError::SignalHandler)?;
+    let kvm = open_kvm()?;
+
+    let mem_size = config.memory_mib << 20;
+    let memory = memory::create_guest_memory(&arch::memory_regions(mem_size), config.memory_mib)?;
+    // Images first: a bad kernel or initrd fails before any host-visible
+    // resource (serial output file, threads) exists.
+    let kernel = load_kernel(&memory, &config.kernel)?;
+    let initrd = match &config.initrd {
+        Some(path) => Some(load_initrd(&memory, path, &kernel)?),
+        None => None,
+    };
+    let cmdline = build_cmdline(&config.cmdline)?;
+    arch::load_cmdline(&memory, &cmdline).map_err(|source| BuildError::Kernel {
+        path: config.kernel.clone(),
+        source,
+    })?;
+
+    let vm = create_vm(&kvm, &memory)?;
+    arch::setup_vm(&vm).map_err(BuildError::VmSetup)?;
+    let lifecycle = Arc::new(Lifecycle::new(config.vcpus.into(), vcpu::kick_signal()));
+    let devices = DeviceManager::attach_legacy_devices(&vm, config, &lifecycle, origin)?;
+    arch::configure_system(&memory, &kernel, &cmdline, initrd, config.vcpus).map_err(BuildError::VmSetup)?;
+
+    let vcpu_fds = create_vcpus(&kvm, &vm, &memory, &kernel, config.vcpus)?;
+    let pio = Arc::new(devices.pio.clone());
+    let mmio = Arc::new(devices.mmio.clone());
+    let vcpus = vcpu_fds
+        .into_iter()
+        .zip(0u8..)
+        .map(|(fd, index)| Vcpu {
+            index,
+            fd,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            memory: memory.clone(),
+            lifecycle: lifecycle.clone(),
+            origin,
+        })
+        .collect();
+
+    Ok(BuiltVm {
+        kvm,
+        vm,
+        memory,
+        devices,
+        vcpus,
+        lifecycle,
+        kernel,
+    })
+}
+
+/// Opens /dev/kvm and checks the capabilities the boot path relies on.
+fn open_kvm() -> Result<Kvm, BuildError> {
+    let kvm = Kvm::new().map_err(BuildError::KvmUnavailable)?;
+    let required = [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+    ];
+    for (cap, name) in required {
+        if !kvm.check_extension(cap) {
+            return Err(BuildError::KvmCapability(name));
+        }
+    }
+    Ok(kvm)
+}
+
+/// Creates the VM and gives it the guest memory.
+fn create_vm(kvm: &Kvm, memory: &GuestMemoryMmap) -> Result<VmFd, BuildError> {
+    let vm = kvm.create_vm().map_err(BuildError::CreateVm)?;
+    memory::register_memslots(&vm, memory)?;
+    Ok(vm)
+}
+
+fn load_kernel(memory: &GuestMemoryMmap, path: &Path) -> Result<KernelImage, BuildError> {
+    let kernel_error = |source| BuildError::Kernel {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = open_image("kernel", path)?;
+    arch::load_kernel(memory, &mut file).map_err(kernel_error)
+}
+
+fn load_initrd(memory: &GuestMemoryMmap, path: &Path, kernel: &KernelImage) -> Result<InitrdRegion, BuildError> {
+    let initrd_error = |source| BuildError::Initrd {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = open_image("initrd", path)?;
+    arch::load_initrd(memory, &mut file, kernel).map_err(initrd_error)
+}
+
+fn open_image(what: &'static str, path: &Path) -> Result<File, BuildError> {
+    File::open(path).map_err(|source| {
+        BuildError::Config(ConfigError::FileUnreadable {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+}
+
+/// The guest command line: the user's, within the architecture's limit.
+/// Devices that announce themselves on the command line (virtio-mmio) will
+/// append here.
+fn build_cmdline(user: &str) -> Result<Cmdline, BuildError> {
+    // The limit counts the terminating NUL.
+    if user.len() >= layout::CMDLINE_MAX_SIZE {
+        return Err(BuildError::CmdlineTooLong {
+            len: user.len(),
+            max: layout::CMDLINE_MAX_SIZE - 1,
+        });
+    }
+    let mut cmdline = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(BuildError::Cmdline)?;
+    cmdline.insert_str(user).map_err(BuildError::Cmdline)?;
+    Ok(cmdline)
+}
+
+/// Creates and configures every vCPU; the boot vCPU gets the entry registers.
+fn create_vcpus(
+    kvm: &Kvm,
+    vm: &VmFd,
+    memory: &GuestMemoryMmap,
+    kernel: &KernelImage,
+    count: u8,
+) -> Result<Vec<VcpuFd>, BuildError> {
+    let supported_cpuid = arch::supported_cpuid(kvm).map_err(|source| BuildError::ConfigureVcpu { index: 0, source })?;
+    (0..count)
+        .map(|index| {
+            let fd = vm
+                .create_vcpu(index.into())
+                .map_err(|source| BuildError::CreateVcpu { index, source })?;
+            arch::configure_vcpu(&fd, index, count, &supported_cpuid, memory, kernel)
+                .map_err(|source| BuildError::ConfigureVcpu { index, source })?;
+            Ok(fd)
+        })
+        .collect()
+}

@@ -1,0 +1,169 @@
+//! Creates devices, places them on the buses, wires their interrupts to KVM
+//! and their host-side events to the VMM thread's event loop.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use devices::legacy::{AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Serial, SerialInput, I8042};
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::layout;
+use crate::bus::{Bus, BusError};
+use crate::config::{SerialSink, VmConfig};
+use crate::lifecycle::{Lifecycle, VmExit};
+use crate::vmm_thread::ExitEvents;
+
+/// The event loop of the VMM thread.
+pub(crate) type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+/// The event manager type used by the VMM thread.
+pub(crate) type VmmEventManager = EventManager<Subscriber>;
+
+/// Errors attaching devices.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A device could not be placed on a bus.
+    #[error("cannot place {device} on the bus: {source}")]
+    Bus {
+        /// Which device.
+        device: &'static str,
+        /// Why.
+        #[source]
+        source: BusError,
+    },
+    /// A device could not be created.
+    #[error("cannot create {device}: {source}")]
+    Create {
+        /// Which device.
+        device: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The event loop could not be created or a subscriber added.
+    #[error("event loop: {0}")]
+    EventManager(#[source] event_manager::Error),
+    /// Registering an interrupt eventfd with KVM failed.
+    #[error("cannot register irqfd for {device} on GSI {gsi}: {source}")]
+    Irqfd {
+        /// Which device.
+        device: &'static str,
+        /// The GSI.
+        gsi: u32,
+        /// Why.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The serial output file could not be opened.
+    #[error("cannot open serial output file {path}: {source}")]
+    SerialFile {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The devices of one VM and the buses they sit on.
+pub(crate) struct DeviceManager {
+    pub(crate) pio: Bus,
+    pub(crate) mmio: Bus,
+    pub(crate) boot_timer: BootTimerHandle,
+    pub(crate) event_manager: VmmEventManager,
+}
+
+fn serial_output(sink: &SerialSink) -> Result<Box<dyn Write + Send>, DeviceError> {
+    Ok(match sink {
+        SerialSink::Stdout => Box::new(std::io::stdout()),
+        SerialSink::None => Box::new(std::io::sink()),
+        SerialSink::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| DeviceError::SerialFile {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+    })
+}
+
+impl DeviceManager {
+    /// Creates the legacy devices: COM1, i8042, the ACPI power-control
+    /// register, pvpanic and the boot timer. Their reset, power-off and
+    /// panic events end the VM from the VMM thread.
+    pub(crate) fn attach_legacy_devices(
+        vm: &VmFd,
+        config: &VmConfig,
+        lifecycle: &Arc<Lifecycle>,
+        origin: Instant,
+    ) -> Result<Self, DeviceError> {
+        let mut event_manager = VmmEventManager::new().map_err(DeviceError::EventManager)?;
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+        let mut exit_events = ExitEvents::new(lifecycle.clone());
+
+        let serial = Serial::new(serial_output(&config.serial)?)
+            .map_err(|source| DeviceError::Create { device: "serial", source })?;
+        vm.register_irqfd(serial.interrupt_evt(), layout::COM1_IRQ)
+            .map_err(|source| DeviceError::Irqfd {
+                device: "serial",
+                gsi: layout::COM1_IRQ,
+                source,
+            })?;
+        let serial = Arc::new(Mutex::new(serial));
+        pio.insert(serial.clone(), layout::COM1_PORT, layout::SERIAL_PORT_SIZE)
+            .map_err(|source| DeviceError::Bus { device: "serial", source })?;
+        if config.serial_stdin {
+            let input = SerialInput::new(serial, Box::new(std::io::stdin()))
+                .map_err(|source| DeviceError::Create { device: "serial input", source })?;
+            event_manager.add_subscriber(Arc::new(Mutex::new(input)));
+        }
+
+        let i8042 = I8042::new().map_err(|source| DeviceError::Create { device: "i8042", source })?;
+        exit_events.watch(clone_evt("i8042", i8042.reset_evt())?, VmExit::Reset);
+        pio.insert(Arc::new(Mutex::new(i8042)), layout::I8042_PORT, layout::I8042_PORT_SIZE)
+            .map_err(|source| DeviceError::Bus { device: "i8042", source })?;
+
+        let power = AcpiPowerControl::new().map_err(|source| DeviceError::Create {
+            device: "ACPI power control",
+            source,
+        })?;
+        exit_events.watch(clone_evt("ACPI power control", power.reset_evt())?, VmExit::Reset);
+        exit_events.watch(clone_evt("ACPI power control", power.poweroff_evt())?, VmExit::PowerOff);
+        pio.insert(Arc::new(Mutex::new(power)), layout::ACPI_POWER_PORT, layout::ACPI_POWER_PORT_SIZE)
+            .map_err(|source| DeviceError::Bus {
+                device: "ACPI power control",
+                source,
+            })?;
+
+        let pvpanic = PvPanic::new().map_err(|source| DeviceError::Create { device: "pvpanic", source })?;
+        exit_events.watch(clone_evt("pvpanic", pvpanic.panic_evt())?, VmExit::GuestPanic);
+        pio.insert(Arc::new(Mutex::new(pvpanic)), layout::PVPANIC_PORT, layout::PVPANIC_PORT_SIZE)
+            .map_err(|source| DeviceError::Bus { device: "pvpanic", source })?;
+
+        event_manager.add_subscriber(Arc::new(Mutex::new(exit_events)));
+
+        let boot_timer = BootTimer::new(origin);
+        let boot_timer_handle = boot_timer.handle();
+        mmio.insert(Arc::new(Mutex::new(boot_timer)), layout::BOOT_TIMER_ADDR, layout::BOOT_TIMER_SIZE)
+            .map_err(|source| DeviceError::Bus { device: "boot timer", source })?;
+
+        Ok(DeviceManager {
+            pio,
+            mmio,
+            boot_timer: boot_timer_handle,
+            event_manager,
+        })
+    }
+}
+
+/// A duplicate of a device's exit `EventFd` for the VMM thread to watch.
+fn clone_evt(device: &'static str, evt: &EventFd) -> Result<EventFd, DeviceError> {
+    evt.try_clone().map_err(|source| DeviceError::Create { device, source })
+}

@@ -1,0 +1,67 @@
+//! vmm-core: mercury's embeddable VMM library.
+//!
+//! A validated [`VmConfig`] (plain serde data) goes in, a running [`Vm`]
+//! handle comes out:
+//!
+//! ```no_run
+//! use vmm_core::{Vm, VmConfig};
+//! vmm_core::mark_process_start();
+//! let mut config = VmConfig::new("/path/to/vmlinux");
+//! config.initrd = Some("/path/to/initramfs.cpio".into());
+//! let mut vm = Vm::new(config)?;
+//! vm.start()?;
+//! let exit = vm.wait();
+//! println!("guest ended: {exit}; boot timer: {:?}", vm.boot_time());
+//! # Ok::<(), vmm_core::Error>(())
+//! ```
+//!
+//! Threads: one per vCPU running `KVM_RUN` and dispatching PIO/MMIO exits to
+//! address-keyed buses, and one VMM thread running the event loop for
+//! host-side device I/O. See `examples/boot.rs`.
+
+mod arch;
+mod builder;
+mod bus;
+mod config;
+mod device_manager;
+mod lifecycle;
+mod memory;
+mod vcpu;
+mod vm;
+mod vmm_thread;
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+pub use arch::{ArchError, BootProtocol};
+pub use builder::BuildError;
+pub use bus::BusError;
+pub use config::{ConfigError, SerialSink, VmConfig, DEFAULT_CMDLINE, MAX_VCPUS, MIN_MEMORY_MIB};
+pub use device_manager::DeviceError;
+pub use lifecycle::{FirstRun, VmExit};
+pub use memory::MemoryError;
+pub use vm::{run_to_exit, Vm, VmError, VmState};
+
+/// Any error of this crate's public API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Building the VM failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A lifecycle operation failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+}
+
+static PROCESS_START: OnceLock<Instant> = OnceLock::new();
+
+/// Marks "now" as process start, the origin of the boot timer and of
+/// [`Vm::first_run`]. Call it first thing in `main`; if never called, the
+/// origin is the first time a VM is built.
+pub fn mark_process_start() {
+    let _ = PROCESS_START.set(Instant::now());
+}
+
+pub(crate) fn process_start() -> Instant {
+    *PROCESS_START.get_or_init(Instant::now)
+}

@@ -1,0 +1,241 @@
+//! The VM handle: build, start, pause, resume, stop, wait for the exit.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use devices::legacy::BootTimerHandle;
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use crate::builder::{build_microvm, BuildError};
+use crate::config::VmConfig;
+use crate::device_manager::VmmEventManager;
+use crate::lifecycle::{FirstRun, Lifecycle, VmExit};
+use crate::vcpu::Vcpu;
+use crate::vmm_thread::VmmThread;
+
+/// Errors of lifecycle operations on a built VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// `start` was called twice.
+    #[error("the VM was already started")]
+    AlreadyStarted,
+    /// The VM has not been started yet.
+    #[error("the VM has not been started")]
+    NotStarted,
+    /// The VM is stopping or has stopped.
+    #[error("the VM is no longer running")]
+    NotRunning,
+    /// A thread could not be spawned.
+    #[error("cannot spawn the {what} thread: {source}")]
+    SpawnThread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a VM is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    /// Built, not started.
+    Created,
+    /// vCPUs are running (or parked by a pause in progress).
+    Running,
+    /// All vCPUs are paused.
+    Paused,
+    /// The VM ended; see [`Vm::exit`].
+    Exited,
+}
+
+/// A KVM microVM.
+///
+/// ```no_run
+/// use vmm_core::{Vm, VmConfig, VmExit};
+/// let mut config = VmConfig::new("vmlinux");
+/// config.vcpus = 2;
+/// let mut vm = Vm::new(config)?;
+/// vm.start()?;
+/// let exit = vm.wait();
+/// assert_eq!(exit, VmExit::Reset);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Vm {
+    lifecycle: Arc<Lifecycle>,
+    pending_vcpus: Vec<Vcpu>,
+    pending_event_manager: Option<VmmEventManager>,
+    vcpu_threads: Vec<JoinHandle<()>>,
+    vmm_thread: Option<VmmThread>,
+    boot_timer: BootTimerHandle,
+    paused: bool,
+    // Kept for the VM's lifetime: the VM fd owns the in-kernel devices, the
+    // memory mapping backs the memslots.
+    _memory: GuestMemoryMmap,
+    _vm: VmFd,
+    _kvm: Kvm,
+}
+
+impl Vm {
+    /// Builds a VM from `config`: validates it, creates guest memory, loads
+    /// the kernel (and initrd), attaches devices and configures the vCPUs.
+    /// Nothing runs until [`Vm::start`].
+    pub fn new(config: VmConfig) -> Result<Vm, BuildError> {
+        let built = build_microvm(&config, crate::process_start())?;
+        log::debug!(
+            "built VM: {} vCPU(s), {} MiB, kernel entry {:#x} ({:?})",
+            config.vcpus,
+            config.memory_mib,
+            built.kernel.entry.0,
+            built.kernel.protocol
+        );
+        Ok(Vm {
+            lifecycle: built.lifecycle,
+            pending_vcpus: built.vcpus,
+            pending_event_manager: Some(built.devices.event_manager),
+            vcpu_threads: Vec::new(),
+            vmm_thread: None,
+            boot_timer: built.devices.boot_timer,
+            paused: false,
+            _memory: built.memory,
+            _vm: built.vm,
+            _kvm: built.kvm,
+        })
+    }
+
+    /// Starts the VMM thread and the vCPU threads.
+    pub fn start(&mut self) -> Result<(), VmError> {
+        let Some(event_manager) = self.pending_event_manager.take() else {
+            return Err(VmError::AlreadyStarted);
+        };
+        let vmm = VmmThread::spawn(event_manager).map_err(|source| VmError::SpawnThread { what: "VMM", source })?;
+        self.vmm_thread = Some(vmm);
+        for vcpu in self.pending_vcpus.drain(..) {
+            match vcpu.spawn() {
+                Ok(handle) => self.vcpu_threads.push(handle),
+                Err(source) => {
+                    // Stop what already runs; the VM is unusable.
+                    self.lifecycle.request_exit(VmExit::VcpuError {
+                        vcpu: self.vcpu_threads.len() as u8,
+                        message: format!("cannot spawn the vCPU thread: {source}"),
+                    });
+                    return Err(VmError::SpawnThread { what: "vCPU", source });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current state.
+    pub fn state(&self) -> VmState {
+        if self.pending_event_manager.is_some() {
+            VmState::Created
+        } else if self.lifecycle.outcome().is_some() {
+            VmState::Exited
+        } else if self.paused {
+            VmState::Paused
+        } else {
+            VmState::Running
+        }
+    }
+
+    /// Pauses every vCPU; returns once all are out of `KVM_RUN`.
+    pub fn pause(&mut self) -> Result<(), VmError> {
+        self.check_started()?;
+        if !self.lifecycle.pause() {
+            return Err(VmError::NotRunning);
+        }
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Resumes paused vCPUs.
+    pub fn resume(&mut self) -> Result<(), VmError> {
+        self.check_started()?;
+        if !self.lifecycle.resume() {
+            return Err(VmError::NotRunning);
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Asks the VM to stop; [`Vm::wait`] then returns [`VmExit::Stopped`]
+    /// unless the guest ended first.
+    pub fn stop(&self) {
+        self.lifecycle.request_exit(VmExit::Stopped);
+    }
+
+    /// Blocks until the VM has exited; returns why. For a VM never started,
+    /// returns [`VmExit::Stopped`] at once.
+    pub fn wait(&mut self) -> VmExit {
+        if self.pending_event_manager.is_some() {
+            self.lifecycle.request_exit(VmExit::Stopped);
+        } else {
+            self.lifecycle.wait_all_exited();
+        }
+        self.join_threads();
+        self.lifecycle.outcome().unwrap_or(VmExit::Stopped)
+    }
+
+    /// Like [`Vm::wait`], but gives up after `timeout` and returns None
+    /// (the VM keeps running).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<VmExit> {
+        if self.pending_event_manager.is_some() {
+            return Some(self.wait());
+        }
+        if !self.lifecycle.wait_all_exited_timeout(timeout) {
+            return None;
+        }
+        Some(self.wait())
+    }
+
+    /// Why the VM ended, if it has.
+    pub fn exit(&self) -> Option<VmExit> {
+        self.lifecycle.outcome()
+    }
+
+    /// Time from process start until the guest wrote the boot timer.
+    pub fn boot_time(&self) -> Option<Duration> {
+        self.boot_timer.get()
+    }
+
+    /// Time (wall and process CPU) from process start to the first `KVM_RUN`.
+    pub fn first_run(&self) -> Option<FirstRun> {
+        self.lifecycle.first_run()
+    }
+
+    fn check_started(&self) -> Result<(), VmError> {
+        if self.pending_event_manager.is_some() {
+            return Err(VmError::NotStarted);
+        }
+        Ok(())
+    }
+
+    fn join_threads(&mut self) {
+        for handle in self.vcpu_threads.drain(..) {
+            let _ = handle.join();
+        }
+        if let Some(vmm) = self.vmm_thread.take() {
+            vmm.stop();
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if !self.vcpu_threads.is_empty() || self.vmm_thread.is_some() {
+            self.lifecycle.request_exit(VmExit::Stopped);
+            self.join_threads();
+        }
+    }
+}
+
+/// Builds and starts a VM, then waits for it to end.
+pub fn run_to_exit(config: VmConfig) -> Result<(VmExit, Option<Duration>), crate::Error> {
+    let mut vm = Vm::new(config)?;
+    vm.start()?;
+    let exit = vm.wait();
+    Ok((exit, vm.boot_time()))
+}
