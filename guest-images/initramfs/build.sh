@@ -20,31 +20,9 @@ target=${1:-initramfs}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pkg=busybox-static
 cache=${MERCURY_CACHE:-$HOME/.cache/mercury}/initramfs
-export DEBIAN_FRONTEND=noninteractive
-
 log() { echo "initramfs: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
-    die "need root to run: $*"; fi
-}
-
-apt_lists_empty() { ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
-
-apt_update_once() {
-  [ -n "${apt_updated:-}" ] && return 0
-  log "apt-get update"
-  as_root apt-get update -qq >&2
-  apt_updated=1
-}
-
-apt_install() {
-  apt_lists_empty && apt_update_once
-  as_root apt-get install -y -qq --no-install-recommends "$@" >&2 && return 0
-  apt_update_once
-  as_root apt-get install -y -qq --no-install-recommends "$@" >&2
-}
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
 ensure_tools() {
   local need=()
@@ -57,24 +35,12 @@ ensure_tools() {
   fi
 }
 
-source_version() {
-  local v
-  apt_lists_empty && apt_update_once
-  v=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
-  if [ -z "$v" ] || [ "$v" = "(none)" ]; then
-    apt_update_once
-    v=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
-  fi
-  if [ -z "$v" ] || [ "$v" = "(none)" ]; then die "apt knows no $pkg"; fi
-  echo "$v"
-}
-
 tmp=""
 trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 ensure_tools
-ver=$(source_version)
-key=$( { sha256sum "$0" "$here/init.sh" "$here/initramfs.list" "$here/mkcpio.py" | cut -d' ' -f1
+ver=$(apt_candidate "$pkg")
+key=$( { sha256sum "$0" "$here/../lib.sh" "$here/init.sh" "$here/initramfs.list" "$here/mkcpio.py" | cut -d' ' -f1
          echo "$pkg=$ver"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 artifact=$out/initramfs.cpio
@@ -87,15 +53,7 @@ fi
 mkdir -p "$cache/src"
 # The epoch ("1:") is not part of Debian's file names.
 deb=$cache/src/${pkg}_${ver#*:}_amd64.deb
-if [ ! -f "$deb" ]; then
-  tmp=$(mktemp -d "$cache/src/.download.XXXXXX")
-  log "downloading $pkg=$ver"
-  (cd "$tmp" && apt-get download "$pkg=$ver" >&2) ||
-    { apt_update_once; (cd "$tmp" && apt-get download "$pkg=$ver" >&2); } ||
-    die "apt-get download $pkg=$ver failed"
-  mv "$tmp"/*.deb "$deb"
-  rm -rf "$tmp"
-fi
+apt_fetch "$pkg" "$ver" "$deb"
 
 tmp=$(mktemp -d "$cache/.build.XXXXXX")
 stage=$tmp/stage

@@ -4,55 +4,36 @@
 #
 #   build.sh linux-kernel    -> .../vmlinux  (ELF, with the PVH entry note)
 #   build.sh linux-bzimage   -> .../bzImage  (made by the same build)
+#   build.sh linux-elf64     -> .../vmlinux-elf64  (vmlinux with its PVH note
+#                               disabled by drop-pvh-note.py, so a VMM enters
+#                               it through the Linux 64-bit boot protocol)
 #
-# Inputs hashed into the cache key: this script, microvm-x86_64.config, the
-# linux-source-6.1 package version and the compiler version. Layout under
+# Inputs hashed into the cache key: this script, ../lib.sh, drop-pvh-note.py,
+# microvm-x86_64.config, the linux-source-6.1 package version and the
+# compiler version. Layout under
 # $MERCURY_CACHE/linux-kernel/ (default ~/.cache/mercury):
 #   src/linux-source-6.1_<ver>_all.deb   the downloaded package
 #   src/linux-source-6.1_<ver>/          its unpacked tree (read-only; builds use O=)
 #   obj-<ver>/                           kbuild output tree, reused between builds
 # (src and obj of other versions are removed after a successful build)
-#   <key>/{vmlinux,bzImage,config,...}   finished artifacts; present only when complete
+#   <key>/{vmlinux,vmlinux-elf64,bzImage,config,...}   finished artifacts; present only when complete
 # Every step writes to a temporary name and renames, so an interrupted build
 # never leaves something that looks finished. A lock serialises builds.
 set -euo pipefail
 
 target=${1:-linux-kernel}
 case "$target" in
-  linux-kernel|linux-bzimage) ;;
-  *) echo "usage: $0 linux-kernel|linux-bzimage" >&2; exit 2 ;;
+  linux-kernel|linux-bzimage|linux-elf64) ;;
+  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fragment=$here/microvm-x86_64.config
 pkg=linux-source-6.1
 cache=${MERCURY_CACHE:-$HOME/.cache/mercury}/linux-kernel
-export DEBIAN_FRONTEND=noninteractive
-
 log() { echo "linux-kernel: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
-    die "need root to run: $*"; fi
-}
-
-apt_lists_empty() { ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
-
-apt_update_once() {
-  [ -n "${apt_updated:-}" ] && return 0
-  log "apt-get update"
-  as_root apt-get update -qq >&2
-  apt_updated=1
-}
-
-# Install Debian packages; a failure may be stale lists, so update and retry once.
-apt_install() {
-  apt_lists_empty && apt_update_once
-  as_root apt-get install -y -qq --no-install-recommends "$@" >&2 && return 0
-  apt_update_once
-  as_root apt-get install -y -qq --no-install-recommends "$@" >&2
-}
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
 ensure_tools() {
   local need=()
@@ -64,6 +45,7 @@ ensure_tools() {
   command -v xz >/dev/null || need+=(xz-utils)
   command -v readelf >/dev/null || need+=(binutils)
   command -v perl >/dev/null || need+=(perl)
+  command -v python3 >/dev/null || need+=(python3)
   command -v flock >/dev/null || need+=(util-linux)
   command -v sha256sum >/dev/null || need+=(coreutils)
   [ -e /usr/include/libelf.h ] || need+=(libelf-dev)     # objtool (ORC unwinder)
@@ -73,34 +55,13 @@ ensure_tools() {
   fi
 }
 
-# The version apt would download now. Without lists there is none: update.
-source_version() {
-  local v
-  apt_lists_empty && apt_update_once
-  v=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
-  if [ -z "$v" ] || [ "$v" = "(none)" ]; then
-    apt_update_once
-    v=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
-  fi
-  [ -n "$v" ] && [ "$v" != "(none)" ] || die "apt knows no $pkg"
-  echo "$v"
-}
-
 # Download (once) and unpack (once) the source tree of version $1 into $src.
 fetch_source() {
   local ver=$1 deb tree
   deb=$cache/src/${pkg}_${ver}_all.deb
   tree=$cache/src/${pkg}_${ver}
   mkdir -p "$cache/src"
-  if [ ! -f "$deb" ]; then
-    tmp=$(mktemp -d "$cache/src/.download.XXXXXX")
-    log "downloading $pkg=$ver"
-    (cd "$tmp" && apt-get download "$pkg=$ver" >&2) ||
-      { apt_update_once; (cd "$tmp" && apt-get download "$pkg=$ver" >&2); } ||
-      { rm -rf "$tmp"; die "apt-get download $pkg=$ver failed"; }
-    mv "$tmp"/*.deb "$deb"
-    rm -rf "$tmp"
-  fi
+  apt_fetch "$pkg" "$ver" "$deb"
   if [ ! -f "$tree/Makefile" ]; then
     tmp=$(mktemp -d "$cache/src/.unpack.XXXXXX")
     log "unpacking $(basename "$deb")"
@@ -139,15 +100,19 @@ tmp=""
 trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 ensure_tools
-ver=$(source_version)
+ver=$(apt_candidate "$pkg")
 compiler=$(gcc --version | head -n1)
-key=$( { sha256sum "$0" "$fragment" | cut -d' ' -f1; echo "$pkg=$ver"; echo "$compiler"; } |
+key=$( { sha256sum "$0" "$here/../lib.sh" "$here/drop-pvh-note.py" "$fragment" | cut -d' ' -f1; echo "$pkg=$ver"; echo "$compiler"; } |
        sha256sum | cut -c1-16)
 out=$cache/$key
-artifact=$out/vmlinux
-[ "$target" = linux-bzimage ] && artifact=$out/bzImage
+case "$target" in
+  linux-kernel) artifact=$out/vmlinux ;;
+  linux-bzimage) artifact=$out/bzImage ;;
+  linux-elf64) artifact=$out/vmlinux-elf64 ;;
+esac
+complete() { [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-elf64" ] && [ -f "$out/bzImage" ]; }
 
-if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then
+if complete; then
   log "cached ($pkg $ver, key $key)"
   echo "$artifact"
   exit 0
@@ -157,7 +122,7 @@ mkdir -p "$cache"
 exec 9>"$cache/lock"
 flock 9
 # Another build may have finished this key while we waited for the lock.
-if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then echo "$artifact"; exit 0; fi
+if complete; then echo "$artifact"; exit 0; fi
 
 start=$(date +%s)
 fetch_source "$ver"
@@ -185,6 +150,8 @@ grep -q 'Xen.*0x00000012' <(readelf -n "$obj/vmlinux") ||
 tmp=$(mktemp -d "$cache/.out.XXXXXX")
 chmod 0755 "$tmp"
 cp "$obj/vmlinux" "$tmp/vmlinux"
+python3 "$here/drop-pvh-note.py" "$tmp/vmlinux" "$tmp/vmlinux-elf64" ||
+  die "cannot derive vmlinux-elf64"
 cp "$obj/arch/x86/boot/bzImage" "$tmp/bzImage"
 cp "$obj/.config" "$tmp/config"
 cp "$obj/System.map" "$tmp/System.map"

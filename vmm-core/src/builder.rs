@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use linux_loader::cmdline::Cmdline;
-use vm_memory::GuestMemoryMmap;
+use log::info;
+use vm_memory::{Address, GuestMemoryMmap};
 
 use crate::arch::{self, layout, ArchError, InitrdRegion, KernelImage};
 use crate::config::{ConfigError, VmConfig};
@@ -116,6 +117,12 @@ pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltV
     // Images first: a bad kernel or initrd fails before any host-visible
     // resource (serial output file, threads) exists.
     let kernel = load_kernel(&memory, &config.kernel)?;
+    info!(
+        "kernel {}: entered through {} at {:#x}",
+        config.kernel.display(),
+        kernel.protocol,
+        kernel.entry.raw_value()
+    );
     let initrd = match &config.initrd {
         Some(path) => Some(load_initrd(&memory, path, &kernel)?),
         None => None,
@@ -130,7 +137,8 @@ pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltV
     arch::setup_vm(&vm).map_err(BuildError::VmSetup)?;
     let lifecycle = Arc::new(Lifecycle::new(config.vcpus.into(), vcpu::kick_signal()));
     let devices = DeviceManager::attach_legacy_devices(&vm, config, &lifecycle, origin)?;
-    arch::configure_system(&memory, &kernel, &cmdline, initrd, config.vcpus).map_err(BuildError::VmSetup)?;
+    arch::configure_system(&memory, &kernel, &cmdline, initrd, config.vcpus)
+        .map_err(BuildError::VmSetup)?;
 
     let vcpu_fds = create_vcpus(&kvm, &vm, &memory, &kernel, config.vcpus)?;
     let pio = Arc::new(devices.pio.clone());
@@ -193,7 +201,11 @@ fn load_kernel(memory: &GuestMemoryMmap, path: &Path) -> Result<KernelImage, Bui
     arch::load_kernel(memory, &mut file).map_err(kernel_error)
 }
 
-fn load_initrd(memory: &GuestMemoryMmap, path: &Path, kernel: &KernelImage) -> Result<InitrdRegion, BuildError> {
+fn load_initrd(
+    memory: &GuestMemoryMmap,
+    path: &Path,
+    kernel: &KernelImage,
+) -> Result<InitrdRegion, BuildError> {
     let initrd_error = |source| BuildError::Initrd {
         path: path.to_path_buf(),
         source,
@@ -236,7 +248,8 @@ fn create_vcpus(
     kernel: &KernelImage,
     count: u8,
 ) -> Result<Vec<VcpuFd>, BuildError> {
-    let supported_cpuid = arch::supported_cpuid(kvm).map_err(|source| BuildError::ConfigureVcpu { index: 0, source })?;
+    let supported_cpuid = arch::supported_cpuid(kvm)
+        .map_err(|source| BuildError::ConfigureVcpu { index: 0, source })?;
     (0..count)
         .map(|index| {
             let fd = vm

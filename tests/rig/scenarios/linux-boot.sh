@@ -1,15 +1,19 @@
 #!/bin/sh
 # Boots mercury's microVM Linux kernel with the busybox test initramfs inside
-# L1: as an ELF vmlinux (PVH entry, from its XEN_ELFNOTE_PHYS32_ENTRY note) and
-# as a bzImage, each with 1 and 2 vCPUs; then a guest poweroff and a guest
-# panic. Six guest boots in one L1 run.
-# rig-images: linux-kernel linux-bzimage initramfs
+# L1: as an ELF vmlinux through PVH (from its XEN_ELFNOTE_PHYS32_ENTRY note),
+# as the same ELF without that note (Linux 64-bit boot protocol at e_entry)
+# and as a bzImage (64-bit entry), each with 1 and 2 vCPUs; then a guest
+# poweroff and two guest panics (sysrq crash; init missing). Ten guest boots
+# in one L1 run.
+# rig-images: linux-kernel linux-elf64 linux-bzimage initramfs
 # rig-timeout: 900
-# rig-expect: vmlinux-smp1-exit vmlinux-smp1-init vmlinux-smp1-info
-# rig-expect: vmlinux-smp2-exit vmlinux-smp2-init vmlinux-smp2-info
-# rig-expect: bzimage-smp1-exit bzimage-smp1-init bzimage-smp1-info
-# rig-expect: bzimage-smp2-exit bzimage-smp2-init bzimage-smp2-info
-# rig-expect: poweroff-exit panic
+# rig-expect: vmlinux-smp1-entry vmlinux-smp1-exit vmlinux-smp1-init vmlinux-smp1-info
+# rig-expect: vmlinux-smp2-entry vmlinux-smp2-exit vmlinux-smp2-init vmlinux-smp2-info
+# rig-expect: elf64-smp1-entry elf64-smp1-exit elf64-smp1-init elf64-smp1-info
+# rig-expect: elf64-smp2-entry elf64-smp2-exit elf64-smp2-init elf64-smp2-info
+# rig-expect: bzimage-smp1-entry bzimage-smp1-exit bzimage-smp1-init bzimage-smp1-info
+# rig-expect: bzimage-smp2-entry bzimage-smp2-exit bzimage-smp2-init bzimage-smp2-info
+# rig-expect: poweroff-exit panic panic-noinit
 . /rig/lib.sh
 
 MEMORY_MIB=256
@@ -40,8 +44,13 @@ exit_detail() {
     if [ -n "$rig_why" ]; then echo "rc=$rc ($rig_why)"; else echo "rc=$rc secs=$secs"; fi
 }
 
-# check_boot PREFIX VCPUS: verdicts on the boot just done.
+# check_boot PREFIX VCPUS PROTOCOL: verdicts on the boot just done.
 check_boot() {
+    entry=$(grep -a -m 1 'entered through' "$err" | sed 's/.*entered through //')
+    case "$entry" in
+        "$3 at "*) rig_pass "$1-entry" "entered through $entry" ;;
+        *) rig_fail "$1-entry" "want mercury to log 'entered through $3 at ...'; got '$entry'" ;;
+    esac
     if [ "$rc" -eq 0 ]; then
         rig_pass "$1-exit" "rc=0 secs=$secs $(boot_timer)"
     else
@@ -64,14 +73,15 @@ check_boot() {
     fi
 }
 
-for kernel in vmlinux bzimage; do
+for kernel in vmlinux elf64 bzimage; do
     case $kernel in
-        vmlinux) image=/images/linux-kernel ;;
-        bzimage) image=/images/linux-bzimage ;;
+        vmlinux) image=/images/linux-kernel protocol=PVH ;;
+        elf64) image=/images/linux-elf64 protocol="the Linux 64-bit boot protocol" ;;
+        bzimage) image=/images/linux-bzimage protocol="the Linux 64-bit boot protocol" ;;
     esac
     for vcpus in 1 2; do
         boot "$kernel-smp$vcpus" "$image" "$vcpus" reboot
-        check_boot "$kernel-smp$vcpus" "$vcpus"
+        check_boot "$kernel-smp$vcpus" "$vcpus" "$protocol"
     done
 done
 
@@ -87,21 +97,40 @@ else
     rig_show "$err" 15 "mercury stderr"
 fi
 
-# A guest panic (sysrq crash; the kernel also tells pvpanic) must not look like
-# a clean exit: mercury exits non-zero or reports the panic on stderr. With
-# panic=1 the guest then reboots, so a VMM that ignores both exits 0.
+# A guest kernel panic is reported as such: the kernel tells pvpanic after
+# printing its message, mercury ends the VM at once, exits 3 and says
+# "guest kernel panicked" on stderr. With panic=1 a VMM that ignored pvpanic
+# would see the guest reboot and exit 0. Two ways to panic: a sysrq crash
+# from /init, and no init at all (rdinit= names a missing file).
+# check_panic LABEL: verdict on the boot just done.
+check_panic() {
+    panicked=no
+    grep -a -q 'Kernel panic' "$log" && panicked=yes
+    reported=no
+    grep -a -q 'guest kernel panicked' "$err" && reported=yes
+    got="got $(exit_detail), guest 'Kernel panic' line: $panicked, 'guest kernel panicked' on stderr: $reported"
+    if [ $panicked = yes ] && [ "$rc" -eq 3 ] && [ $reported = yes ]; then
+        rig_pass "$1" "rc=3; $(grep -a -m 1 'Kernel panic' "$log" | cut -c 1-100)"
+    else
+        rig_fail "$1" "want the guest's 'Kernel panic', mercury exit 3 and 'guest kernel panicked' on stderr; $got"
+        rig_show "$log" 15 "guest console"
+        rig_show "$err" 15 "mercury stderr"
+    fi
+}
+
 boot panic /images/linux-kernel 1 panic
-panicked=no
-grep -a -q 'Kernel panic' "$log" && panicked=yes
-reported=no
-case $rc in 0 | 124 | 125) ;; *) reported=exit-status ;; esac
-grep -a -q -i 'panic' "$err" && reported=stderr
-got="got $(exit_detail), guest 'Kernel panic' line: $panicked, reported: $reported"
-if [ $panicked = yes ] && [ $reported != no ]; then
-    rig_pass panic "$got; $(grep -a -i -m 1 'panic' "$err" | cut -c 1-100)"
-else
-    rig_fail panic "expected the guest's 'Kernel panic' and mercury exit != 0 or a panic report on stderr; $got"
-    rig_show "$log" 15 "guest console"
-    rig_show "$err" 15 "mercury stderr"
-fi
+check_panic panic
+
+# No init: the kernel panics with "No working init found" (or "Requested
+# init ... failed"), before any userspace ran.
+log=/tmp/panic-noinit.serial
+err=/tmp/panic-noinit.stderr
+rig_vm $BOOT_TIMEOUT "$log" "$err" mercury run --kernel /images/linux-kernel --initrd /images/initramfs \
+    --vcpus 1 --memory $MEMORY_MIB \
+    --cmdline "console=ttyS0 reboot=k panic=1 rdinit=/no/such/init init=/no/such/init" \
+    --serial "$log"
+rc=$rig_rc
+secs=$rig_secs
+echo "rig: panic-noinit: mercury exited $rc after $secs s${rig_why:+ ($rig_why)}"
+check_panic panic-noinit
 exit 0

@@ -216,6 +216,15 @@ pub enum BootProtocol {
     Pvh,
 }
 
+impl std::fmt::Display for BootProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BootProtocol::Linux64 => "the Linux 64-bit boot protocol",
+            BootProtocol::Pvh => "PVH",
+        })
+    }
+}
+
 /// A kernel image loaded into guest memory.
 #[derive(Clone, Debug)]
 pub struct KernelImage {
