@@ -108,17 +108,22 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    #[test]
-    fn start_info_fields_with_initrd() {
-        let mem = guest_memory(MMIO_GAP_START + 16 * MIB);
-        let info = BootInfo {
+    /// A 10-byte command line and a 0x1234-byte initrd at 63 MiB.
+    fn info_with_initrd() -> BootInfo {
+        BootInfo {
             cmdline_size: 10,
             initrd: Some(InitrdRegion {
                 addr: GuestAddress(0x3f0_0000),
                 size: 0x1234,
             }),
             rsdp: None,
-        };
+        }
+    }
+
+    #[test]
+    fn start_info_fields_with_initrd() {
+        let mem = guest_memory(MMIO_GAP_START + 16 * MIB);
+        let info = info_with_initrd();
         let pvh = build_start_info(&info, &ram_ranges(&mem));
         let si = pvh.start_info;
         assert_eq!(si.magic, 0x336e_c578);
@@ -168,14 +173,7 @@ mod tests {
     #[test]
     fn structures_are_written_where_layout_says() {
         let mem = guest_memory(64 * MIB);
-        let info = BootInfo {
-            cmdline_size: 10,
-            initrd: Some(InitrdRegion {
-                addr: GuestAddress(0x3f0_0000),
-                size: 0x1234,
-            }),
-            rsdp: None,
-        };
+        let info = info_with_initrd();
         write_start_info(&mem, &info, &ram_ranges(&mem)).unwrap();
         let si: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(si.magic, XEN_HVM_START_MAGIC_VALUE);
