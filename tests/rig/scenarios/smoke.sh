@@ -1,7 +1,10 @@
 #!/bin/sh
-# Smoke test of the rig itself: L1 has a working KVM and the static mercury runs in it.
+# Smoke test of the rig itself: L1 has a working KVM, the static mercury runs
+# in it, and L1's kernel can make the TAP devices and bridges that guest
+# networking needs.
 # rig-timeout: 300
-# rig-expect: kvm-dev kvm-nested mercury-help
+# rig-modules: tun bridge
+# rig-expect: kvm-dev kvm-nested mercury-help tap-bridge
 . /rig/lib.sh
 
 # /dev/kvm is the misc device 10:232.
@@ -29,5 +32,19 @@ if [ "$rc" -eq 0 ] && grep -q -i 'usage' /tmp/help.out; then
 else
     rig_fail mercury-help "mercury --help: exit $rc, want 0 and a usage text"
     rig_show /tmp/help.out 15 "mercury --help output"
+fi
+
+# A TAP device enslaved to a bridge, both up: what a virtio-net backend uses.
+# The kernel says so in sysfs (brif/ link) and in the bridge port's state.
+ip link set lo up
+if tunctl -t rigtap0 >/tmp/net.out 2>&1 && brctl addbr rigbr0 >>/tmp/net.out 2>&1 &&
+    brctl addif rigbr0 rigtap0 >>/tmp/net.out 2>&1 && ip link set rigtap0 up >>/tmp/net.out 2>&1 &&
+    ip link set rigbr0 up >>/tmp/net.out 2>&1 && [ -e /sys/class/net/rigbr0/brif/rigtap0 ] &&
+    [ -e /dev/net/tun ]; then
+    rig_pass tap-bridge "rigtap0 is a port of rigbr0 ($(cat /sys/class/net/rigtap0/tun_flags 2>/dev/null) tun_flags), /dev/net/tun present"
+else
+    rig_fail tap-bridge "could not make TAP rigtap0 a port of bridge rigbr0"
+    rig_show /tmp/net.out 15 "tunctl/brctl/ip output"
+    ls -l /dev/net /sys/class/net 2>&1 | sed 's/^/    /'
 fi
 exit 0
