@@ -27,7 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("the guest did not exit within 60 s")?;
     eprintln!("guest exit: {exit}");
     if let Some(first) = vm.first_run() {
-        eprintln!("first KVM_RUN after {:?} (process CPU {:?})", first.wall, first.cpu);
+        eprintln!(
+            "first KVM_RUN after {:?} (process CPU {:?})",
+            first.wall, first.cpu
+        );
     }
     if let Some(boot) = vm.boot_time() {
         eprintln!("boot timer written after {boot:?}");

@@ -52,7 +52,12 @@ impl Bus {
     }
 
     /// Registers `device` at `[base, base + len)`.
-    pub(crate) fn insert(&mut self, device: SharedDevice, base: u64, len: u64) -> Result<(), BusError> {
+    pub(crate) fn insert(
+        &mut self,
+        device: SharedDevice,
+        base: u64,
+        len: u64,
+    ) -> Result<(), BusError> {
         let end = base.checked_add(len).filter(|_| len > 0);
         let Some(end) = end else {
             return Err(BusError::InvalidRange { base, len });
@@ -156,7 +161,16 @@ mod tests {
         bus.insert(d(), 0x100, 0x10).unwrap();
         for (base, len) in [(0x100, 1), (0xf8, 0x10), (0x10f, 4), (0x0, 0x1000)] {
             let e = bus.insert(d(), base, len).unwrap_err();
-            assert!(matches!(e, BusError::Overlap { other_base: 0x100, .. }), "{base:#x}");
+            assert!(
+                matches!(
+                    e,
+                    BusError::Overlap {
+                        other_base: 0x100,
+                        ..
+                    }
+                ),
+                "{base:#x}"
+            );
         }
         // Adjacent ranges are fine.
         bus.insert(d(), 0xf0, 0x10).unwrap();
@@ -167,7 +181,13 @@ mod tests {
     fn invalid_ranges_rejected() {
         let mut bus = Bus::new();
         let d: SharedDevice = Arc::new(Mutex::new(Recorder::default()));
-        assert!(matches!(bus.insert(d.clone(), 0x10, 0), Err(BusError::InvalidRange { .. })));
-        assert!(matches!(bus.insert(d, u64::MAX, 2), Err(BusError::InvalidRange { .. })));
+        assert!(matches!(
+            bus.insert(d.clone(), 0x10, 0),
+            Err(BusError::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            bus.insert(d, u64::MAX, 2),
+            Err(BusError::InvalidRange { .. })
+        ));
     }
 }

@@ -171,11 +171,13 @@ fn check_readable_file(what: &'static str, path: &Path) -> Result<(), ConfigErro
         path: path.to_path_buf(),
         source,
     })?;
-    let meta = file.metadata().map_err(|source| ConfigError::FileUnreadable {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = file
+        .metadata()
+        .map_err(|source| ConfigError::FileUnreadable {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })?;
     if !meta.is_file() {
         return Err(ConfigError::NotAFile {
             what,
@@ -221,7 +223,10 @@ mod tests {
     fn memory_out_of_range() {
         let (_f, mut cfg) = with_kernel();
         cfg.memory_mib = MIN_MEMORY_MIB - 1;
-        assert!(matches!(cfg.validate(), Err(ConfigError::MemoryOutOfRange(15))));
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::MemoryOutOfRange(15))
+        ));
     }
 
     #[test]
@@ -230,7 +235,10 @@ mod tests {
         let e = cfg.validate().unwrap_err();
         assert!(e.to_string().contains("/nonexistent/vmlinux"), "{e}");
         let cfg = VmConfig::new("/");
-        assert!(matches!(cfg.validate(), Err(ConfigError::NotAFile { what: "kernel", .. })));
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::NotAFile { what: "kernel", .. })
+        ));
     }
 
     #[test]
@@ -238,7 +246,10 @@ mod tests {
         let (_f, mut cfg) = with_kernel();
         cfg.initrd = Some("/nonexistent/initrd".into());
         let e = cfg.validate().unwrap_err();
-        assert!(matches!(e, ConfigError::FileUnreadable { what: "initrd", .. }));
+        assert!(matches!(
+            e,
+            ConfigError::FileUnreadable { what: "initrd", .. }
+        ));
     }
 
     #[test]

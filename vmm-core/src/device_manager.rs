@@ -6,7 +6,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use devices::legacy::{AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Serial, SerialInput, I8042};
+use devices::legacy::{
+    AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Serial, SerialInput, I8042,
+};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
@@ -108,8 +110,11 @@ impl DeviceManager {
         let mut mmio = Bus::new();
         let mut exit_events = ExitEvents::new(lifecycle.clone());
 
-        let serial = Serial::new(serial_output(&config.serial)?)
-            .map_err(|source| DeviceError::Create { device: "serial", source })?;
+        let serial =
+            Serial::new(serial_output(&config.serial)?).map_err(|source| DeviceError::Create {
+                device: "serial",
+                source,
+            })?;
         vm.register_irqfd(serial.interrupt_evt(), layout::COM1_IRQ)
             .map_err(|source| DeviceError::Irqfd {
                 device: "serial",
@@ -118,41 +123,88 @@ impl DeviceManager {
             })?;
         let serial = Arc::new(Mutex::new(serial));
         pio.insert(serial.clone(), layout::COM1_PORT, layout::SERIAL_PORT_SIZE)
-            .map_err(|source| DeviceError::Bus { device: "serial", source })?;
+            .map_err(|source| DeviceError::Bus {
+                device: "serial",
+                source,
+            })?;
         if config.serial_stdin {
-            let input = SerialInput::new(serial, Box::new(std::io::stdin()))
-                .map_err(|source| DeviceError::Create { device: "serial input", source })?;
+            let input = SerialInput::new(serial, Box::new(std::io::stdin())).map_err(|source| {
+                DeviceError::Create {
+                    device: "serial input",
+                    source,
+                }
+            })?;
             event_manager.add_subscriber(Arc::new(Mutex::new(input)));
         }
 
-        let i8042 = I8042::new().map_err(|source| DeviceError::Create { device: "i8042", source })?;
+        let i8042 = I8042::new().map_err(|source| DeviceError::Create {
+            device: "i8042",
+            source,
+        })?;
         exit_events.watch(clone_evt("i8042", i8042.reset_evt())?, VmExit::Reset);
-        pio.insert(Arc::new(Mutex::new(i8042)), layout::I8042_PORT, layout::I8042_PORT_SIZE)
-            .map_err(|source| DeviceError::Bus { device: "i8042", source })?;
+        pio.insert(
+            Arc::new(Mutex::new(i8042)),
+            layout::I8042_PORT,
+            layout::I8042_PORT_SIZE,
+        )
+        .map_err(|source| DeviceError::Bus {
+            device: "i8042",
+            source,
+        })?;
 
         let power = AcpiPowerControl::new().map_err(|source| DeviceError::Create {
             device: "ACPI power control",
             source,
         })?;
-        exit_events.watch(clone_evt("ACPI power control", power.reset_evt())?, VmExit::Reset);
-        exit_events.watch(clone_evt("ACPI power control", power.poweroff_evt())?, VmExit::PowerOff);
-        pio.insert(Arc::new(Mutex::new(power)), layout::ACPI_POWER_PORT, layout::ACPI_POWER_PORT_SIZE)
-            .map_err(|source| DeviceError::Bus {
-                device: "ACPI power control",
-                source,
-            })?;
+        exit_events.watch(
+            clone_evt("ACPI power control", power.reset_evt())?,
+            VmExit::Reset,
+        );
+        exit_events.watch(
+            clone_evt("ACPI power control", power.poweroff_evt())?,
+            VmExit::PowerOff,
+        );
+        pio.insert(
+            Arc::new(Mutex::new(power)),
+            layout::ACPI_POWER_PORT,
+            layout::ACPI_POWER_PORT_SIZE,
+        )
+        .map_err(|source| DeviceError::Bus {
+            device: "ACPI power control",
+            source,
+        })?;
 
-        let pvpanic = PvPanic::new().map_err(|source| DeviceError::Create { device: "pvpanic", source })?;
-        exit_events.watch(clone_evt("pvpanic", pvpanic.panic_evt())?, VmExit::GuestPanic);
-        pio.insert(Arc::new(Mutex::new(pvpanic)), layout::PVPANIC_PORT, layout::PVPANIC_PORT_SIZE)
-            .map_err(|source| DeviceError::Bus { device: "pvpanic", source })?;
+        let pvpanic = PvPanic::new().map_err(|source| DeviceError::Create {
+            device: "pvpanic",
+            source,
+        })?;
+        exit_events.watch(
+            clone_evt("pvpanic", pvpanic.panic_evt())?,
+            VmExit::GuestPanic,
+        );
+        pio.insert(
+            Arc::new(Mutex::new(pvpanic)),
+            layout::PVPANIC_PORT,
+            layout::PVPANIC_PORT_SIZE,
+        )
+        .map_err(|source| DeviceError::Bus {
+            device: "pvpanic",
+            source,
+        })?;
 
         event_manager.add_subscriber(Arc::new(Mutex::new(exit_events)));
 
         let boot_timer = BootTimer::new(origin);
         let boot_timer_handle = boot_timer.handle();
-        mmio.insert(Arc::new(Mutex::new(boot_timer)), layout::BOOT_TIMER_ADDR, layout::BOOT_TIMER_SIZE)
-            .map_err(|source| DeviceError::Bus { device: "boot timer", source })?;
+        mmio.insert(
+            Arc::new(Mutex::new(boot_timer)),
+            layout::BOOT_TIMER_ADDR,
+            layout::BOOT_TIMER_SIZE,
+        )
+        .map_err(|source| DeviceError::Bus {
+            device: "boot timer",
+            source,
+        })?;
 
         Ok(DeviceManager {
             pio,
@@ -165,5 +217,6 @@ impl DeviceManager {
 
 /// A duplicate of a device's exit `EventFd` for the VMM thread to watch.
 fn clone_evt(device: &'static str, evt: &EventFd) -> Result<EventFd, DeviceError> {
-    evt.try_clone().map_err(|source| DeviceError::Create { device, source })
+    evt.try_clone()
+        .map_err(|source| DeviceError::Create { device, source })
 }

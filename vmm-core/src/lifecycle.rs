@@ -340,7 +340,10 @@ mod tests {
             instruction: vec![0x0f, 0xae],
         };
         let s = e.to_string();
-        assert!(s.contains("emulation failure") && s.contains("0x1000") && s.contains("0f ae"), "{s}");
+        assert!(
+            s.contains("emulation failure") && s.contains("0x1000") && s.contains("0f ae"),
+            "{s}"
+        );
         assert!(!e.is_clean());
         assert!(VmExit::PowerOff.is_clean());
         assert!(!VmExit::GuestPanic.is_clean());

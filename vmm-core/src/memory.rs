@@ -51,10 +51,12 @@ pub(crate) fn register_memslots(vm: &VmFd, memory: &GuestMemoryMmap) -> Result<(
         // SAFETY: the host mapping is owned by `memory`, which the VM handle
         // and every vCPU thread keep alive for as long as the VM exists, and
         // slots never overlap since the regions do not.
-        unsafe { vm.set_user_memory_region(mem_region) }.map_err(|source| MemoryError::SetMemslot {
-            slot,
-            addr: region.start_addr().0,
-            source,
+        unsafe { vm.set_user_memory_region(mem_region) }.map_err(|source| {
+            MemoryError::SetMemslot {
+                slot,
+                addr: region.start_addr().0,
+                source,
+            }
         })?;
     }
     Ok(())

@@ -112,7 +112,10 @@ impl Vcpu {
     }
 
     fn record_first_run(&self) {
-        let mut cpu = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut cpu = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: clock_gettime writes into the timespec we own.
         unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut cpu) };
         self.lifecycle.record_first_run(FirstRun {
@@ -156,7 +159,9 @@ impl Vcpu {
                 VcpuExit::InternalError => Next::Exit(self.internal_error()),
                 VcpuExit::FailEntry(reason, cpu) => Next::Exit(VmExit::VcpuError {
                     vcpu: index,
-                    message: format!("KVM_EXIT_FAIL_ENTRY: hardware reason {reason:#x} on host CPU {cpu}"),
+                    message: format!(
+                        "KVM_EXIT_FAIL_ENTRY: hardware reason {reason:#x} on host CPU {cpu}"
+                    ),
                 }),
                 VcpuExit::Hlt => Next::Exit(VmExit::VcpuError {
                     vcpu: index,

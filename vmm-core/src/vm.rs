@@ -110,7 +110,10 @@ impl Vm {
         let Some(event_manager) = self.pending_event_manager.take() else {
             return Err(VmError::AlreadyStarted);
         };
-        let vmm = VmmThread::spawn(event_manager).map_err(|source| VmError::SpawnThread { what: "VMM", source })?;
+        let vmm = VmmThread::spawn(event_manager).map_err(|source| VmError::SpawnThread {
+            what: "VMM",
+            source,
+        })?;
         self.vmm_thread = Some(vmm);
         for vcpu in self.pending_vcpus.drain(..) {
             match vcpu.spawn() {
@@ -121,7 +124,10 @@ impl Vm {
                         vcpu: self.vcpu_threads.len() as u8,
                         message: format!("cannot spawn the vCPU thread: {source}"),
                     });
-                    return Err(VmError::SpawnThread { what: "vCPU", source });
+                    return Err(VmError::SpawnThread {
+                        what: "vCPU",
+                        source,
+                    });
                 }
             }
         }

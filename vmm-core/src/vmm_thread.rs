@@ -39,7 +39,11 @@ impl ExitEvents {
 
 impl MutEventSubscriber for ExitEvents {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        let Some((evt, exit)) = self.watched.iter().find(|(evt, _)| evt.as_raw_fd() == events.fd()) else {
+        let Some((evt, exit)) = self
+            .watched
+            .iter()
+            .find(|(evt, _)| evt.as_raw_fd() == events.fd())
+        else {
             return;
         };
         let _ = evt.read();
@@ -91,14 +95,16 @@ impl VmmThread {
             evt: stop_evt.try_clone()?,
             stopped: stopped.clone(),
         })));
-        let handle = std::thread::Builder::new().name("vmm".into()).spawn(move || {
-            while !stopped.load(Ordering::Acquire) {
-                if let Err(e) = event_manager.run() {
-                    log::error!("VMM event loop failed: {e}");
-                    break;
+        let handle = std::thread::Builder::new()
+            .name("vmm".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Acquire) {
+                    if let Err(e) = event_manager.run() {
+                        log::error!("VMM event loop failed: {e}");
+                        break;
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(VmmThread { stop_evt, handle })
     }
 
@@ -124,7 +130,10 @@ mod tests {
     fn outcome_after(fire: &[usize]) -> Option<VmExit> {
         let lifecycle = Arc::new(Lifecycle::new(1, 0));
         let exits = [VmExit::Reset, VmExit::PowerOff, VmExit::GuestPanic];
-        let evts: Vec<EventFd> = exits.iter().map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap()).collect();
+        let evts: Vec<EventFd> = exits
+            .iter()
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
+            .collect();
         let mut watcher = ExitEvents::new(lifecycle.clone());
         for (evt, exit) in evts.iter().zip(&exits) {
             watcher.watch(evt.try_clone().unwrap(), exit.clone());
@@ -133,7 +142,9 @@ mod tests {
         manager.add_subscriber(Arc::new(Mutex::new(watcher)));
         for &i in fire {
             evts[i].write(1).unwrap();
-            manager.run_with_timeout(Duration::from_secs(5).as_millis() as i32).unwrap();
+            manager
+                .run_with_timeout(Duration::from_secs(5).as_millis() as i32)
+                .unwrap();
         }
         lifecycle.outcome()
     }

@@ -16,7 +16,9 @@ pub(crate) fn faulting_instruction(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> (u64
     let mut bytes = Vec::with_capacity(MAX_INSTRUCTION_LEN);
     for i in 0..MAX_INSTRUCTION_LEN as u64 {
         // Translate each byte: the instruction may cross a page boundary.
-        let Ok(t) = vcpu.translate_gva(rip.wrapping_add(i)) else { break };
+        let Ok(t) = vcpu.translate_gva(rip.wrapping_add(i)) else {
+            break;
+        };
         if t.valid == 0 {
             break;
         }

@@ -344,7 +344,12 @@ mod tests {
         bzimage_with_init_size(payload_len, version, initrd_addr_max, 0)
     }
 
-    fn bzimage_with_init_size(payload_len: usize, version: u16, initrd_addr_max: u32, init_size: u32) -> Vec<u8> {
+    fn bzimage_with_init_size(
+        payload_len: usize,
+        version: u16,
+        initrd_addr_max: u32,
+        init_size: u32,
+    ) -> Vec<u8> {
         let header = setup_header {
             init_size,
             setup_sects: 1,
@@ -429,13 +434,26 @@ mod tests {
     #[test]
     fn bzimage_init_size_reserves_memory_past_the_file_data() {
         let mem = guest_memory(64 * MIB);
-        let (_tmp, mut file) = file_with(&bzimage_with_init_size(0x3000, 0x020f, 0x7fff_ffff, 0x80_0000));
+        let (_tmp, mut file) = file_with(&bzimage_with_init_size(
+            0x3000,
+            0x020f,
+            0x7fff_ffff,
+            0x80_0000,
+        ));
         let kernel = load_kernel(&mem, &mut file).unwrap();
         assert_eq!(kernel.kernel_end, GuestAddress(KERNEL_ADDR + 0x80_0000));
         // An init_size past the end of memory does not fit.
         let mem = guest_memory(KERNEL_ADDR + MIB);
-        let (_tmp, mut file) = file_with(&bzimage_with_init_size(0x3000, 0x020f, 0x7fff_ffff, 0x80_0000));
-        assert!(matches!(load_kernel(&mem, &mut file), Err(ArchError::KernelDoesNotFit { .. })));
+        let (_tmp, mut file) = file_with(&bzimage_with_init_size(
+            0x3000,
+            0x020f,
+            0x7fff_ffff,
+            0x80_0000,
+        ));
+        assert!(matches!(
+            load_kernel(&mem, &mut file),
+            Err(ArchError::KernelDoesNotFit { .. })
+        ));
     }
 
     #[test]
