@@ -1,10 +1,12 @@
 //! The checks named by `checks=a,b,c` on the command line, run in order,
 //! each printing exactly one `CHECK <name> PASS|FAIL <detail>` line (except
-//! `heartbeat` and `halt`, which never return).
+//! `heartbeat` and `halt`, which never return, and `poweroff` and `pvpanic`,
+//! which add a FAIL line if the VM survives their PASS line).
 
 use core::arch::asm;
 use core::hint::black_box;
 
+use crate::acpi_checks;
 use crate::bootinfo::BootInfo;
 use crate::cpu::{self, cpuid, CPUID_1_ECX_HYPERVISOR};
 use crate::phys;
@@ -49,6 +51,10 @@ fn run(name: &[u8], boot: &BootInfo) {
         b"smp" => smp::check(),
         b"cpuid" => cpuid_check(),
         b"timer" => timer(),
+        b"acpi" => acpi_checks::acpi(boot, false),
+        b"acpi-scan" => acpi_checks::acpi(boot, true),
+        b"poweroff" => acpi_checks::poweroff(boot),
+        b"pvpanic" => acpi_checks::pvpanic(),
         b"compute" => compute(),
         b"triple-fault" => triple_fault(),
         b"heartbeat" => heartbeat(),

@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 
+mod acpi;
+mod acpi_checks;
 mod bootinfo;
 mod checks;
 mod cpu;
