@@ -122,6 +122,21 @@ pub fn detail_value<'a>(detail: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// What `serial` holds after the first line starting with `line_start`
+/// (`None` if there is no such line). For guests that end the VM right
+/// after a line: anything here was printed while the VM should have been
+/// gone.
+pub fn output_after<'a>(serial: &'a str, line_start: &str) -> Option<&'a str> {
+    let mut offset = 0;
+    for line in serial.split_inclusive('\n') {
+        offset += line.len();
+        if line.starts_with(line_start) {
+            return Some(&serial[offset..]);
+        }
+    }
+    None
+}
+
 /// A config for `kernel` whose serial output goes to a file in `dir`.
 pub fn config_with_serial_file(kernel: &Path, dir: &TempDir) -> VmConfig {
     let mut config = VmConfig::new(kernel);
@@ -164,5 +179,15 @@ mod tests {
         assert_eq!(checks["x"], (false, "why".to_string()));
         assert_eq!(detail_value("cpus=4 expected=4", "expected"), Some("4"));
         assert_eq!(detail_value("cpus=4", "cpu"), None);
+    }
+
+    #[test]
+    fn output_after_a_line() {
+        let serial = "START\nCHECK x PASS a\nmore\n";
+        assert_eq!(output_after(serial, "CHECK x PASS"), Some("more\n"));
+        assert_eq!(output_after(serial, "more"), Some(""));
+        assert_eq!(output_after("CHECK x PASS", "CHECK x"), Some(""));
+        assert_eq!(output_after(serial, "ASS a"), None);
+        assert_eq!(output_after(serial, "CHECK y"), None);
     }
 }
