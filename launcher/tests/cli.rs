@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use mercury_tests::{guest_image, TempDir};
+use mercury_tests::{guest_image, output_after, TempDir};
 
 fn mercury(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mercury"))
@@ -63,6 +63,57 @@ fn triple_fault_exits_nonzero_with_reason() {
     let out = mercury(&["run", "--kernel", path_str(&kernel), "--cmdline", "checks=triple-fault", "--serial", "none"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("triple fault"), "{}", stderr(&out));
+}
+
+#[test]
+fn acpi_poweroff_exits_zero() {
+    let kernel = guest_image("test-guest");
+    let out = mercury(&[
+        "run",
+        "--kernel",
+        path_str(&kernel),
+        "--cmdline",
+        "checks=poweroff,serial",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{err}"
+    );
+    // The guest's last words were its poweroff line: `serial` never ran.
+    assert_eq!(
+        output_after(&stdout, "CHECK poweroff PASS"),
+        Some(""),
+        "{stdout}"
+    );
+    assert!(err.contains("powered off"), "{err}");
+}
+
+#[test]
+fn pvpanic_exits_three_and_says_the_guest_panicked() {
+    let kernel = guest_image("test-guest");
+    let out = mercury(&[
+        "run",
+        "--kernel",
+        path_str(&kernel),
+        "--cmdline",
+        "checks=pvpanic,serial",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout:\n{stdout}\nstderr:\n{err}"
+    );
+    assert_eq!(
+        output_after(&stdout, "CHECK pvpanic PASS"),
+        Some(""),
+        "{stdout}"
+    );
+    assert!(err.contains("guest kernel panicked"), "{err}");
 }
 
 /// Asserts exit code 1 and that stderr names `needle`.
