@@ -42,18 +42,26 @@ pub struct Variant {
     pub spec: BootSpec,
     /// For [`Vmm::Firecracker`]: the generated config file.
     pub config_file: Option<PathBuf>,
+    /// What else tells this variant apart when several kernels or command
+    /// lines are compared ("bzImage, cmdline 2"); empty otherwise.
+    pub tag: String,
 }
 
 impl Variant {
-    /// "mercury, 1 vCPU, 128 MiB".
+    /// "mercury, 1 vCPU, 128 MiB", then the tag if any.
     pub fn label(&self) -> String {
         let vmm = match self.vmm {
             Vmm::Mercury => "mercury",
             Vmm::Firecracker => "firecracker",
         };
         let s = if self.spec.vcpus == 1 { "" } else { "s" };
+        let tag = if self.tag.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", self.tag)
+        };
         format!(
-            "{vmm}, {} vCPU{s}, {} MiB",
+            "{vmm}, {} vCPU{s}, {} MiB{tag}",
             self.spec.vcpus, self.spec.memory_mib
         )
     }
@@ -374,11 +382,17 @@ mod tests {
             binary: "m".into(),
             spec: spec(),
             config_file: None,
+            tag: String::new(),
         };
         assert_eq!(v.label(), "mercury, 2 vCPUs, 128 MiB");
         v.spec.vcpus = 1;
         v.vmm = Vmm::Firecracker;
         assert_eq!(v.label(), "firecracker, 1 vCPU, 128 MiB");
+        v.tag = "bzImage, cmdline 2".into();
+        assert_eq!(
+            v.label(),
+            "firecracker, 1 vCPU, 128 MiB, bzImage, cmdline 2"
+        );
     }
 
     #[test]

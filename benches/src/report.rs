@@ -58,6 +58,10 @@ pub struct VariantResult {
     pub vcpus: u8,
     /// Guest memory, MiB.
     pub memory_mib: u64,
+    /// Kernel booted.
+    pub kernel: String,
+    /// Kernel command line.
+    pub cmdline: String,
     /// Every counted run, in order (warm-up runs excluded).
     pub runs: Vec<BootRun>,
     /// Per metric key: min/median/max over the successful runs, µs.
@@ -83,6 +87,8 @@ impl VariantResult {
             vmm: variant.vmm,
             vcpus: variant.spec.vcpus,
             memory_mib: variant.spec.memory_mib,
+            kernel: variant.spec.kernel.display().to_string(),
+            cmdline: variant.spec.cmdline.clone(),
             runs,
             summary,
         }
@@ -109,8 +115,8 @@ pub struct RatioRow {
 }
 
 /// The ratios worth printing: every mercury variant against the first one,
-/// and every mercury variant against the comparison VMM with the same vCPUs
-/// and memory.
+/// and every mercury variant against the comparison VMM with the same
+/// kernel, command line, vCPUs and memory.
 pub fn ratios(variants: &[VariantResult]) -> Vec<RatioRow> {
     let mercury: Vec<&VariantResult> = variants.iter().filter(|v| v.vmm == Vmm::Mercury).collect();
     let mut pairs: Vec<(&VariantResult, &VariantResult)> = Vec::new();
@@ -118,9 +124,13 @@ pub fn ratios(variants: &[VariantResult]) -> Vec<RatioRow> {
         pairs.extend(rest.iter().map(|v| (*v, *first)));
     }
     for m in &mercury {
-        let twin = variants
-            .iter()
-            .find(|o| o.vmm != Vmm::Mercury && o.vcpus == m.vcpus && o.memory_mib == m.memory_mib);
+        let twin = variants.iter().find(|o| {
+            o.vmm != Vmm::Mercury
+                && o.vcpus == m.vcpus
+                && o.memory_mib == m.memory_mib
+                && o.kernel == m.kernel
+                && o.cmdline == m.cmdline
+        });
         if let Some(other) = twin {
             pairs.push((m, other));
         }
@@ -235,12 +245,12 @@ pub struct Results {
     pub runs: usize,
     /// Uncounted warm-up runs per variant before them.
     pub warmup: usize,
-    /// Kernel booted.
-    pub kernel: String,
+    /// Kernels booted (one or more variants each).
+    pub kernels: Vec<String>,
     /// Initrd, if any.
     pub initrd: Option<String>,
-    /// Command line of the boot runs.
-    pub cmdline: String,
+    /// Command lines of the boot runs (one or more variants each).
+    pub cmdlines: Vec<String>,
     /// Boot timings per variant.
     pub variants: Vec<VariantResult>,
     /// Ratios of medians between variants.
@@ -279,15 +289,25 @@ pub fn render(results: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "kernel: {}{} | cmdline: {:?}",
-        results.kernel,
+        "kernel{}: {}{}",
+        if results.kernels.len() > 1 { "s" } else { "" },
+        results.kernels.join(", "),
         results
             .initrd
             .as_deref()
             .map(|i| format!(" | initrd: {i}"))
             .unwrap_or_default(),
-        results.cmdline
     );
+    match results.cmdlines.as_slice() {
+        [one] => {
+            let _ = writeln!(out, "cmdline: {one:?}");
+        }
+        many => {
+            for (i, cmdline) in many.iter().enumerate() {
+                let _ = writeln!(out, "cmdline {}: {cmdline:?}", i + 1);
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "{} runs per variant after {} warm-up, variants interleaved; times in ms",
@@ -452,6 +472,7 @@ mod tests {
                 memory_mib: 128,
             },
             config_file: None,
+            tag: String::new(),
         }
     }
 
@@ -504,6 +525,24 @@ mod tests {
     }
 
     #[test]
+    fn comparison_twin_boots_the_same_kernel_and_cmdline() {
+        let m1 = VariantResult::new(&variant(Vmm::Mercury, 1), vec![run(1, 40_000, true)]);
+        let mut other_kernel = variant(Vmm::Firecracker, 1);
+        other_kernel.spec.kernel = "/bzImage".into();
+        let mut other_cmdline = variant(Vmm::Firecracker, 1);
+        other_cmdline.spec.cmdline = "c quiet".into();
+        let twin = variant(Vmm::Firecracker, 1);
+        let rows = ratios(&[
+            m1,
+            VariantResult::new(&other_kernel, vec![run(1, 10_000, true)]),
+            VariantResult::new(&other_cmdline, vec![run(1, 20_000, true)]),
+            VariantResult::new(&twin, vec![run(1, 80_000, true)]),
+        ]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].ratios["total_us"], 0.5);
+    }
+
+    #[test]
     fn memory_summary() {
         let sample = |overhead: u64| MemoryReport {
             total_rss_kib: overhead + 100,
@@ -546,9 +585,9 @@ mod tests {
             machine: Machine::default(),
             runs: 2,
             warmup: 1,
-            kernel: "/k".into(),
+            kernels: vec!["/k".into()],
             initrd: None,
-            cmdline: "checks=timer".into(),
+            cmdlines: vec!["checks=timer".into()],
             ratios: ratios(&[m1.clone(), m2.clone()]),
             variants: vec![m1, m2],
             exec_floor: vec![ExecFloor::new(
@@ -579,5 +618,16 @@ mod tests {
             40_000.0
         );
         assert_eq!(json["variants"][0]["runs"][1]["failure"], "boom");
+        assert!(text.contains("cmdline: \"checks=timer\"\n"), "{text}");
+
+        let mut two = results.clone();
+        two.kernels.push("/bz".into());
+        two.cmdlines.push("quiet".into());
+        let text = render(&two);
+        assert!(text.contains("kernels: /k, /bz\n"), "{text}");
+        assert!(
+            text.contains("cmdline 1: \"checks=timer\"\ncmdline 2: \"quiet\"\n"),
+            "{text}"
+        );
     }
 }

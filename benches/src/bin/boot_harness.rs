@@ -8,6 +8,10 @@
 //!     --kernel "$(guest-images/build test-guest)" --cmdline checks=timer \
 //!     --vcpus 1,2 --runs 10 --rss --json boot.json
 //! ```
+//!
+//! `--kernel` and `--cmdline` may repeat: every kernel × command line ×
+//! vCPU count × memory size is one variant, all booted interleaved, so two
+//! kernels or two command lines are compared under the same noise.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -24,15 +28,15 @@ use mercury_benches::report::{self, ExecFloor, Machine, MemoryResult, Results, V
 #[derive(Debug, Parser)]
 #[command(name = "boot-harness", version, about)]
 struct Args {
-    /// Guest kernel (ELF vmlinux or bzImage).
-    #[arg(long, value_name = "FILE")]
-    kernel: PathBuf,
+    /// Guest kernel (ELF vmlinux or bzImage); repeat to compare kernels.
+    #[arg(long, value_name = "FILE", required = true)]
+    kernel: Vec<PathBuf>,
     /// Initial ramdisk.
     #[arg(long, value_name = "FILE")]
     initrd: Option<PathBuf>,
-    /// Kernel command line of the boot runs.
+    /// Kernel command line of the boot runs; repeat to compare command lines.
     #[arg(long, default_value = DEFAULT_CMDLINE)]
-    cmdline: String,
+    cmdline: Vec<String>,
     /// vCPU counts to compare, comma-separated: one variant each.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     vcpus: Vec<u8>,
@@ -94,8 +98,8 @@ fn run(args: &Args) -> Result<bool, String> {
             mercury.display()
         ));
     }
-    if !args.kernel.is_file() {
-        return Err(format!("no kernel at {}", args.kernel.display()));
+    if let Some(missing) = args.kernel.iter().find(|k| !k.is_file()) {
+        return Err(format!("no kernel at {}", missing.display()));
     }
     let timeout = Duration::from_secs(args.timeout);
     let variants = variants(args, &mercury)?;
@@ -138,9 +142,13 @@ fn run(args: &Args) -> Result<bool, String> {
         machine: Machine::probe(version_of(&mercury)),
         runs: args.runs,
         warmup: args.warmup,
-        kernel: args.kernel.display().to_string(),
+        kernels: args
+            .kernel
+            .iter()
+            .map(|k| k.display().to_string())
+            .collect(),
         initrd: args.initrd.as_ref().map(|p| p.display().to_string()),
-        cmdline: args.cmdline.clone(),
+        cmdlines: args.cmdline.clone(),
         ratios: report::ratios(&variant_results),
         exec_floor: binaries
             .iter()
@@ -178,33 +186,48 @@ fn default_mercury() -> PathBuf {
     workspace.join("target/release/mercury")
 }
 
-/// Every vCPU × memory combination for mercury, then for the comparison VMM.
+/// Every kernel × command line × vCPU × memory combination for mercury,
+/// then for the comparison VMM.
 fn variants(args: &Args, mercury: &Path) -> Result<Vec<Variant>, String> {
     let mut specs = Vec::new();
-    for &vcpus in &args.vcpus {
-        for &memory_mib in &args.memory {
-            specs.push(BootSpec {
-                kernel: args.kernel.clone(),
-                initrd: args.initrd.clone(),
-                cmdline: args.cmdline.clone(),
-                vcpus,
-                memory_mib,
-            });
+    for kernel in &args.kernel {
+        for (c, cmdline) in args.cmdline.iter().enumerate() {
+            let mut tag = Vec::new();
+            if args.kernel.len() > 1 {
+                let name = kernel.file_name().unwrap_or(kernel.as_os_str());
+                tag.push(name.to_string_lossy().into_owned());
+            }
+            if args.cmdline.len() > 1 {
+                tag.push(format!("cmdline {}", c + 1));
+            }
+            for &vcpus in &args.vcpus {
+                for &memory_mib in &args.memory {
+                    let spec = BootSpec {
+                        kernel: kernel.clone(),
+                        initrd: args.initrd.clone(),
+                        cmdline: cmdline.clone(),
+                        vcpus,
+                        memory_mib,
+                    };
+                    specs.push((spec, tag.join(", ")));
+                }
+            }
         }
     }
     let mut variants: Vec<Variant> = specs
         .iter()
-        .map(|spec| Variant {
+        .map(|(spec, tag)| Variant {
             vmm: Vmm::Mercury,
             binary: mercury.to_path_buf(),
             spec: spec.clone(),
             config_file: None,
+            tag: tag.clone(),
         })
         .collect();
     if let Some(other) = &args.compare_with {
-        for spec in specs {
+        for (i, (spec, tag)) in specs.into_iter().enumerate() {
             let file = std::env::temp_dir().join(format!(
-                "boot-harness-{}-{}vcpu-{}mib.json",
+                "boot-harness-{}-{i}-{}vcpu-{}mib.json",
                 std::process::id(),
                 spec.vcpus,
                 spec.memory_mib
@@ -216,6 +239,7 @@ fn variants(args: &Args, mercury: &Path) -> Result<Vec<Variant>, String> {
                 binary: other.clone(),
                 spec,
                 config_file: Some(file),
+                tag,
             });
         }
     }
@@ -224,9 +248,11 @@ fn variants(args: &Args, mercury: &Path) -> Result<Vec<Variant>, String> {
 
 fn measure_memory_all(args: &Args, variants: &[Variant], timeout: Duration) -> Vec<MemoryResult> {
     let settle = Duration::from_millis(args.settle_ms);
+    // The memory runs use their own command line, so one per kernel, vCPU
+    // count and memory size: the variants of the first command line.
     let mercury: Vec<Variant> = variants
         .iter()
-        .filter(|v| v.vmm == Vmm::Mercury)
+        .filter(|v| v.vmm == Vmm::Mercury && Some(&v.spec.cmdline) == args.cmdline.first())
         .map(|v| {
             let mut v = v.clone();
             v.spec.cmdline = args.rss_cmdline.clone();
