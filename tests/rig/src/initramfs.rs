@@ -5,6 +5,7 @@
 //! /init                 generated: mounts, insmod, /dev/kvm check, scenario, RIG-DONE, poweroff
 //! /bin/busybox          + one symlink per applet (/bin/sh, /bin/insmod, ...)
 //! /bin/mercury          the static launcher
+//! /bin/<tool>           the scenario's `# rig-tools:` (boot-harness, compare-vmm)
 //! /lib/modules/<m>.ko   uncompressed, loaded in this order by /init
 //! /images/<name>        guest images, as `guest-images/build <name>` made them
 //! /rig/lib.sh           scenario helpers (tests/rig/share/lib.sh)
@@ -52,6 +53,8 @@ pub struct Payload<'a> {
     pub scenario: &'a Scenario,
     pub busybox: &'a Path,
     pub mercury: &'a Path,
+    /// `(name, host path)`: static binaries installed as `/bin/<name>`.
+    pub tools: &'a [(String, PathBuf)],
     /// Loaded by /init in this order (dependencies first).
     pub modules: &'a [Module],
     /// `(name, host path)`: installed as `/images/<name>`.
@@ -114,6 +117,9 @@ fn assemble<W: io::Write>(
     cpio.symlink("sbin", "bin")?;
     cpio.symlink("usr", ".")?;
     cpio.file_from("bin/mercury", 0o755, payload.mercury)?;
+    for (name, host_path) in payload.tools {
+        cpio.file_from(&format!("bin/{name}"), 0o755, host_path)?;
+    }
     for module in payload.modules {
         cpio.file_bytes(
             &format!("lib/modules/{}.ko", module.name),
@@ -213,7 +219,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rig-initramfs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (busybox, mercury, image) = (dir.join("busybox"), dir.join("mercury"), dir.join("img"));
-        for (path, data) in [(&busybox, "bb"), (&mercury, "mercury"), (&image, "kernel")] {
+        let harness = dir.join("boot-harness");
+        for (path, data) in [
+            (&busybox, "bb"),
+            (&mercury, "mercury"),
+            (&image, "kernel"),
+            (&harness, "harness"),
+        ] {
             std::fs::write(path, data).unwrap();
         }
         let scenario = Scenario {
@@ -227,10 +239,12 @@ mod tests {
             object: b"\x7fELF".to_vec(),
         }];
         let images = [("linux-kernel".to_string(), image.clone())];
+        let tools = [("boot-harness".to_string(), harness.clone())];
         let payload = Payload {
             scenario: &scenario,
             busybox: &busybox,
             mercury: &mercury,
+            tools: &tools,
             modules: &modules,
             images: &images,
         };
@@ -248,6 +262,7 @@ mod tests {
             "bin/sh\0",
             "bin/insmod\0",
             "bin/mercury\0",
+            "bin/boot-harness\0",
             "lib/modules/kvm.ko\0",
             "images/linux-kernel\0",
             "rig/lib.sh\0",

@@ -1,5 +1,5 @@
 //! The rig's inputs that come from the repository: a statically linked
-//! `mercury` and the guest images a scenario declares.
+//! `mercury`, the extra tools and the guest images a scenario declares.
 
 use std::env;
 use std::ffi::OsString;
@@ -14,6 +14,17 @@ use crate::elf::{Elf, ElfError, EM_X86_64};
 
 /// The target whose binaries run in L1 without a dynamic loader.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The extra static binaries a scenario can ask for (`# rig-tools:`), each
+/// installed in L1 as `/bin/<name>`.
+pub const TOOLS: [&str; 2] = [BOOT_HARNESS, COMPARE_VMM];
+/// The boot-time harness (benches/), built for [`MUSL_TARGET`].
+pub const BOOT_HARNESS: &str = "boot-harness";
+/// A Firecracker-compatible VMM supplied by the user in [`COMPARE_WITH_ENV`];
+/// optional: without it nothing is installed.
+pub const COMPARE_VMM: &str = "compare-vmm";
+/// Host path of the VMM installed as `/bin/compare-vmm`.
+pub const COMPARE_WITH_ENV: &str = "RIG_COMPARE_WITH";
 
 /// Errors from building or checking the rig's repository inputs.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +49,8 @@ pub enum InputError {
         "`{0}` is dynamically linked (has PT_INTERP); L1 has no loader: build it for {MUSL_TARGET}"
     )]
     NotStatic(PathBuf),
+    #[error("unknown rig tool `{0}`")]
+    UnknownTool(String),
     #[error("`{0}` is not an x86_64 binary")]
     WrongMachine(PathBuf),
 }
@@ -51,6 +64,31 @@ pub fn mercury_binary(repo: &Path) -> Result<PathBuf, InputError> {
         check_static(&bin)?;
         return Ok(bin);
     }
+    build_static(repo, "launcher", "mercury")
+}
+
+/// The host file for the rig tool `name` (one of [`TOOLS`]), or `None` when
+/// it is optional and not supplied: `boot-harness` is built from `repo`
+/// like `mercury`; `compare-vmm` is `$RIG_COMPARE_WITH`. Either way it must
+/// be a static x86_64 ELF.
+pub fn tool_binary(repo: &Path, name: &str) -> Result<Option<PathBuf>, InputError> {
+    match name {
+        BOOT_HARNESS => build_static(repo, "mercury-benches", BOOT_HARNESS).map(Some),
+        COMPARE_VMM => {
+            let Some(path) = env::var_os(COMPARE_WITH_ENV).filter(|v| !v.is_empty()) else {
+                return Ok(None);
+            };
+            let path = PathBuf::from(path);
+            check_static(&path)?;
+            Ok(Some(path))
+        }
+        other => Err(InputError::UnknownTool(other.to_string())),
+    }
+}
+
+/// `cargo build --release --target x86_64-unknown-linux-musl -p PACKAGE
+/// --bin BIN` in `repo`; the binary, checked to be static.
+fn build_static(repo: &Path, package: &str, bin: &str) -> Result<PathBuf, InputError> {
     ensure_musl_target()?;
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     run(Command::new(cargo)
@@ -60,15 +98,17 @@ pub fn mercury_binary(repo: &Path) -> Result<PathBuf, InputError> {
             "--target",
             MUSL_TARGET,
             "-p",
-            "launcher",
+            package,
+            "--bin",
+            bin,
         ])
         .current_dir(repo))?;
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo.join("target"));
-    let bin = target_dir.join(MUSL_TARGET).join("release/mercury");
-    check_static(&bin)?;
-    Ok(bin)
+    let path = target_dir.join(MUSL_TARGET).join("release").join(bin);
+    check_static(&path)?;
+    Ok(path)
 }
 
 /// `rustup target add` when the musl target is missing (no-op without rustup:
@@ -135,4 +175,23 @@ pub fn guest_image(repo: &Path, cache: &Cache, name: &str) -> Result<PathBuf, In
         });
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_tools_and_non_elf_files_are_refused() {
+        let err = tool_binary(Path::new("/nonexistent"), "gdb").unwrap_err();
+        assert!(
+            matches!(err, InputError::UnknownTool(ref t) if t == "gdb"),
+            "{err}"
+        );
+        let file = std::env::temp_dir().join(format!("rig-inputs-{}", std::process::id()));
+        fs::write(&file, "#!/bin/sh\n").unwrap();
+        let err = check_static(&file).unwrap_err();
+        fs::remove_file(&file).unwrap();
+        assert!(matches!(err, InputError::Elf { .. }), "{err}");
+    }
 }

@@ -7,7 +7,7 @@
 //! 1. load `tests/rig/scenarios/<name>.sh` and its header ([`scenario`]);
 //! 2. fetch the L1 kernel and busybox from Debian into the cache ([`debian`]),
 //!    resolve the kernel modules and their dependencies ([`kmod`]), build a
-//!    static `mercury` and the declared guest images ([`inputs`]);
+//!    static `mercury`, the declared tools and guest images ([`inputs`]);
 //! 3. write the L1 initramfs with a generated /init ([`initramfs`], [`cpio`]);
 //! 4. boot L1 once, following its serial console under a deadline ([`qemu`]);
 //! 5. collect RIG-RESULT lines into a [`RunReport`] ([`results`], [`report`]).
@@ -152,6 +152,20 @@ impl Rig {
         let mercury = inputs::mercury_binary(&self.repo)?;
         step("mercury", started);
 
+        let mut tools = Vec::new();
+        for tool in &scenario.header.tools {
+            let started = Instant::now();
+            log::info!("rig tool {tool}");
+            match inputs::tool_binary(&self.repo, tool)? {
+                Some(path) => tools.push((tool.clone(), path)),
+                None => notes.push(format!(
+                    "{tool} not installed in L1: ${} is not set",
+                    inputs::COMPARE_WITH_ENV
+                )),
+            }
+            step(&format!("tool {tool}"), started);
+        }
+
         let mut images = Vec::new();
         for image in &scenario.header.images {
             let started = Instant::now();
@@ -176,6 +190,7 @@ impl Rig {
             scenario: &scenario,
             busybox: &busybox,
             mercury: &mercury,
+            tools: &tools,
             modules: &modules,
             images: &images,
         };

@@ -8,6 +8,7 @@
 //! # Boots the microVM kernel under mercury.        (free text is ignored)
 //! # rig-images: linux-kernel initramfs              guest-images/build names -> /images/<name>
 //! # rig-modules: tun bridge veth                    extra L1 modules (kvm ones always load)
+//! # rig-tools: boot-harness compare-vmm             extra static binaries -> /bin/<name> (inputs::TOOLS)
 //! # rig-memory: 2048                                L1 RAM in MiB (default 2048)
 //! # rig-smp: 2                                      L1 vCPUs (default 2)
 //! # rig-timeout: 600                                seconds for the whole L1 run (default 600)
@@ -66,6 +67,8 @@ pub enum ScenarioError {
 pub struct Header {
     pub images: Vec<String>,
     pub modules: Vec<String>,
+    /// Extra static binaries, from [`crate::inputs::TOOLS`].
+    pub tools: Vec<String>,
     pub memory_mib: u32,
     pub smp: u32,
     pub timeout: Duration,
@@ -77,6 +80,7 @@ impl Default for Header {
         Header {
             images: Vec::new(),
             modules: Vec::new(),
+            tools: Vec::new(),
             memory_mib: DEFAULT_MEMORY_MIB,
             smp: DEFAULT_SMP,
             timeout: DEFAULT_TIMEOUT,
@@ -173,6 +177,19 @@ pub fn parse_header(name: &str, script: &str) -> Result<Header, ScenarioError> {
         match key {
             "images" => header.images.extend(words()),
             "modules" => header.modules.extend(words()),
+            "tools" => {
+                for tool in words() {
+                    if !crate::inputs::TOOLS.contains(&tool.as_str()) {
+                        return Err(ScenarioError::BadValue {
+                            name: name.to_string(),
+                            line: index + 1,
+                            key: key.to_string(),
+                            value: tool,
+                        });
+                    }
+                    header.tools.push(tool);
+                }
+            }
             "expect" => header.expect.extend(words()),
             "memory" => header.memory_mib = number()?,
             "smp" => header.smp = number()?,
@@ -226,6 +243,7 @@ mod tests {
             # rig-images: linux-kernel  initramfs\n\
             #rig-images: linux-bzimage\n\
             # rig-modules: tun bridge\n\
+            # rig-tools: boot-harness\n\
             # rig-memory: 3072\n\
             # rig-smp: 1\n\
             # rig-timeout: 900\n\
@@ -240,6 +258,7 @@ mod tests {
             ["linux-kernel", "initramfs", "linux-bzimage"]
         );
         assert_eq!(header.modules, ["tun", "bridge"]);
+        assert_eq!(header.tools, ["boot-harness"]);
         assert_eq!(header.memory_mib, 3072);
         assert_eq!(header.smp, 1);
         assert_eq!(header.timeout, Duration::from_secs(900));
@@ -268,6 +287,10 @@ mod tests {
         assert!(matches!(
             parse_header("x", "# rig-smp: 0\n"),
             Err(ScenarioError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse_header("x", "# rig-tools: boot-harness gdb\n"),
+            Err(ScenarioError::BadValue { ref value, line: 1, .. }) if value == "gdb"
         ));
         assert!(matches!(
             parse_header("x", "# rig-images: ../etc\n"),

@@ -101,3 +101,11 @@ fn test_guest() {
         ],
     );
 }
+
+#[test]
+fn boot_bench() {
+    run_scenario(
+        "boot-bench",
+        &["rig-modules", "rig-kvm", "bench-kernels", "bench-cmdline"],
+    );
+}
