@@ -155,7 +155,9 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
 }
 
 fn report_timings(vm: &Vm, exit: &VmExit) {
-    let us = |d: Option<std::time::Duration>| d.map_or("none".to_string(), |d| d.as_micros().to_string());
+    let us = |d: Option<std::time::Duration>| {
+        d.map_or("none".to_string(), |d| d.as_micros().to_string())
+    };
     let first = vm.first_run();
     log::info!(
         "exit=\"{exit}\" boot_timer_us={} first_kvm_run_us={} first_kvm_run_cpu_us={}",

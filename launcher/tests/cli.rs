@@ -25,13 +25,27 @@ fn path_str(p: &Path) -> &str {
 #[test]
 fn guest_reset_exits_zero_and_serial_reaches_stdout() {
     let kernel = guest_image("test-guest");
-    let out = mercury(&["run", "--kernel", path_str(&kernel), "--cmdline", "checks=serial,timer"]);
+    let out = mercury(&[
+        "run",
+        "--kernel",
+        path_str(&kernel),
+        "--cmdline",
+        "checks=serial,timer",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        stderr(&out)
+    );
     assert!(stdout.contains("CHECK serial PASS"), "{stdout}");
     // The boot timer is logged with its value.
     let err = stderr(&out);
-    let line = err.lines().find(|l| l.contains("boot_timer_us=")).expect("timings line");
+    let line = err
+        .lines()
+        .find(|l| l.contains("boot_timer_us="))
+        .expect("timings line");
     assert!(!line.contains("boot_timer_us=none"), "{line}");
 }
 
@@ -60,7 +74,15 @@ fn config_file_run_with_serial_to_file() {
 #[test]
 fn triple_fault_exits_nonzero_with_reason() {
     let kernel = guest_image("test-guest");
-    let out = mercury(&["run", "--kernel", path_str(&kernel), "--cmdline", "checks=triple-fault", "--serial", "none"]);
+    let out = mercury(&[
+        "run",
+        "--kernel",
+        path_str(&kernel),
+        "--cmdline",
+        "checks=triple-fault",
+        "--serial",
+        "none",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("triple fault"), "{}", stderr(&out));
 }
@@ -121,20 +143,35 @@ fn assert_input_error(args: &[&str], needle: &str) {
     let out = mercury(args);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: stderr does not name {needle:?}: {err}");
-    assert!(out.stdout.is_empty(), "{args:?}: guest output on a bad input");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr does not name {needle:?}: {err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?}: guest output on a bad input"
+    );
 }
 
 #[test]
 fn missing_kernel_is_named() {
-    assert_input_error(&["run", "--kernel", "/nonexistent/vmlinux"], "/nonexistent/vmlinux");
+    assert_input_error(
+        &["run", "--kernel", "/nonexistent/vmlinux"],
+        "/nonexistent/vmlinux",
+    );
 }
 
 #[test]
 fn unreadable_initrd_is_named() {
     let kernel = guest_image("test-guest");
     assert_input_error(
-        &["run", "--kernel", path_str(&kernel), "--initrd", "/nonexistent/initrd.img"],
+        &[
+            "run",
+            "--kernel",
+            path_str(&kernel),
+            "--initrd",
+            "/nonexistent/initrd.img",
+        ],
         "/nonexistent/initrd.img",
     );
 }
@@ -154,7 +191,15 @@ fn memory_too_small_for_kernel_and_initrd() {
     std::fs::write(&initrd, vec![0u8; 40 << 20]).unwrap();
     let kernel = guest_image("test-guest");
     assert_input_error(
-        &["run", "--kernel", path_str(&kernel), "--initrd", path_str(&initrd), "--memory", "32"],
+        &[
+            "run",
+            "--kernel",
+            path_str(&kernel),
+            "--initrd",
+            path_str(&initrd),
+            "--memory",
+            "32",
+        ],
         path_str(&initrd),
     );
 }
@@ -163,14 +208,20 @@ fn memory_too_small_for_kernel_and_initrd() {
 fn vcpu_counts_out_of_range_are_named() {
     let kernel = guest_image("test-guest");
     for bad in ["0", "33", "4096"] {
-        assert_input_error(&["run", "--kernel", path_str(&kernel), "--vcpus", bad], &format!("vcpus {bad}"));
+        assert_input_error(
+            &["run", "--kernel", path_str(&kernel), "--vcpus", bad],
+            &format!("vcpus {bad}"),
+        );
     }
 }
 
 #[test]
 fn memory_out_of_range_is_named() {
     let kernel = guest_image("test-guest");
-    assert_input_error(&["run", "--kernel", path_str(&kernel), "--memory", "1"], "memory 1 MiB");
+    assert_input_error(
+        &["run", "--kernel", path_str(&kernel), "--memory", "1"],
+        "memory 1 MiB",
+    );
 }
 
 #[test]
@@ -179,7 +230,10 @@ fn bad_config_file_is_named() {
     let toml = dir.path().join("node.toml");
     std::fs::write(&toml, "kernel = \"/k\"\nmemroy_mib = 64\n").unwrap();
     assert_input_error(&["run", "--config", path_str(&toml)], "memroy_mib");
-    assert_input_error(&["run", "--config", "/nonexistent/node.toml"], "/nonexistent/node.toml");
+    assert_input_error(
+        &["run", "--config", "/nonexistent/node.toml"],
+        "/nonexistent/node.toml",
+    );
 }
 
 #[test]
@@ -213,5 +267,8 @@ fn no_access_to_dev_kvm_is_reported() {
 fn command_line_too_long_is_reported_with_its_length() {
     let kernel = guest_image("test-guest");
     let long = "a".repeat(3000);
-    assert_input_error(&["run", "--kernel", path_str(&kernel), "--cmdline", &long], "kernel command line is 3000 bytes");
+    assert_input_error(
+        &["run", "--kernel", path_str(&kernel), "--cmdline", &long],
+        "kernel command line is 3000 bytes",
+    );
 }

@@ -15,7 +15,10 @@ pub const GUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Builds (if needed) a guest image with `guest-images/build <name>` and
@@ -38,7 +41,10 @@ pub fn guest_image(name: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    assert!(path.is_file(), "guest-images/build {name} printed {path:?}, not a file");
+    assert!(
+        path.is_file(),
+        "guest-images/build {name} printed {path:?}, not a file"
+    );
     cache.insert(name.to_string(), path.clone());
     path
 }
@@ -91,7 +97,9 @@ impl GuestRun {
     pub fn passed(&self, name: &str) -> String {
         match self.checks().get(name) {
             Some((true, detail)) => detail.clone(),
-            Some((false, detail)) => panic!("check {name} failed: {detail}\nserial:\n{}", self.serial),
+            Some((false, detail)) => {
+                panic!("check {name} failed: {detail}\nserial:\n{}", self.serial)
+            }
             None => panic!("check {name} not reported\nserial:\n{}", self.serial),
         }
     }
@@ -173,7 +181,9 @@ mod tests {
 
     #[test]
     fn parses_check_lines() {
-        let checks = parse_checks("noise\nCHECK smp PASS cpus=4 expected=4\r\nCHECK x FAIL why\nCHECK bad MAYBE\n");
+        let checks = parse_checks(
+            "noise\nCHECK smp PASS cpus=4 expected=4\r\nCHECK x FAIL why\nCHECK bad MAYBE\n",
+        );
         assert_eq!(checks.len(), 2);
         assert_eq!(checks["smp"], (true, "cpus=4 expected=4".to_string()));
         assert_eq!(checks["x"], (false, "why".to_string()));

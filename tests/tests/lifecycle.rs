@@ -22,7 +22,10 @@ fn wait_for_more(path: &std::path::Path, n: usize) -> usize {
         if now > n {
             return now;
         }
-        assert!(Instant::now() < deadline, "no heartbeat after {n} within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat after {n} within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -55,7 +58,10 @@ fn pause_resume_stop() {
     wait_for_more(&serial, at_pause);
 
     vm.stop();
-    assert_eq!(vm.wait_timeout(Duration::from_secs(30)), Some(VmExit::Stopped));
+    assert_eq!(
+        vm.wait_timeout(Duration::from_secs(30)),
+        Some(VmExit::Stopped)
+    );
     assert_eq!(vm.state(), VmState::Exited);
     assert!(matches!(vm.resume(), Err(VmError::NotRunning)));
 }
@@ -70,13 +76,19 @@ fn stop_a_halted_guest() {
     // Wait for the guest to reach its halt.
     let serial = dir.path().join("serial.log");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&serial).unwrap_or_default().contains("CHECK serial PASS") {
+    while !std::fs::read_to_string(&serial)
+        .unwrap_or_default()
+        .contains("CHECK serial PASS")
+    {
         assert!(Instant::now() < deadline, "guest never printed");
         std::thread::sleep(Duration::from_millis(20));
     }
     // The vCPU sits in KVM_RUN, halted in the kernel: the kick must reach it.
     vm.stop();
-    assert_eq!(vm.wait_timeout(Duration::from_secs(30)), Some(VmExit::Stopped));
+    assert_eq!(
+        vm.wait_timeout(Duration::from_secs(30)),
+        Some(VmExit::Stopped)
+    );
     assert!(vm.first_run().is_some());
 }
 

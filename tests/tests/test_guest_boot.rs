@@ -27,7 +27,10 @@ fn pvh_entry_reports_protocol_memory_cmdline_and_boot_timer() {
     assert_eq!(run.exit, VmExit::Reset, "serial:\n{}", run.serial);
     let start = start_line(&run.serial);
     assert!(start.contains("protocol=pvh"), "{start}");
-    assert!(start.contains("checks=serial,memory,cpuid,timer"), "{start}");
+    assert!(
+        start.contains("checks=serial,memory,cpuid,timer"),
+        "{start}"
+    );
     run.passed("serial");
     let memory = run.passed("memory");
     assert_eq!(detail_value(&memory, "mib"), Some("128"), "{memory}");
@@ -37,7 +40,9 @@ fn pvh_entry_reports_protocol_memory_cmdline_and_boot_timer() {
     assert_eq!(detail_value(&cpuid, "kvm"), Some("1"), "{cpuid}");
     run.passed("timer");
     assert!(run.serial.contains("TEST-GUEST END"));
-    let boot_time = run.boot_time.expect("boot timer recorded after the guest wrote it");
+    let boot_time = run
+        .boot_time
+        .expect("boot timer recorded after the guest wrote it");
     assert!(!boot_time.is_zero());
 }
 
@@ -75,9 +80,17 @@ fn smp(vcpus: u8) {
     let detail = run.passed("smp");
     let n = vcpus.to_string();
     assert_eq!(detail_value(&detail, "cpus"), Some(n.as_str()), "{detail}");
-    assert_eq!(detail_value(&detail, "expected"), Some(n.as_str()), "{detail}");
+    assert_eq!(
+        detail_value(&detail, "expected"),
+        Some(n.as_str()),
+        "{detail}"
+    );
     let ids: Vec<String> = (0..vcpus).map(|i| i.to_string()).collect();
-    assert_eq!(detail_value(&detail, "apic_ids"), Some(ids.join(",").as_str()), "{detail}");
+    assert_eq!(
+        detail_value(&detail, "apic_ids"),
+        Some(ids.join(",").as_str()),
+        "{detail}"
+    );
 }
 
 #[test]
@@ -94,6 +107,11 @@ fn four_vcpus_come_up() {
 fn triple_fault_ends_the_vm_with_shutdown() {
     let run = boot("test-guest", "triple-fault", 1, 128);
     run.passed("triple-fault");
-    assert_eq!(run.exit, VmExit::Shutdown { vcpu: 0 }, "serial:\n{}", run.serial);
+    assert_eq!(
+        run.exit,
+        VmExit::Shutdown { vcpu: 0 },
+        "serial:\n{}",
+        run.serial
+    );
     assert!(!run.serial.contains("TEST-GUEST END"));
 }
