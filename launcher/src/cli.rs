@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use vmm_core::{SerialSink, Vm, VmConfig, VmExit};
 
+use crate::signals::StopSignals;
 use crate::terminal::RawTerminal;
 
 /// Exit code when the guest rebooted or powered off.
@@ -130,10 +131,18 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
     } else {
         None
     };
+    // Before any thread exists, so that every VM thread inherits the mask.
+    let signals = match StopSignals::block() {
+        Ok(signals) => signals,
+        Err(e) => return fail(&e),
+    };
     let mut vm = match Vm::new(config) {
         Ok(vm) => vm,
         Err(e) => return fail(&e),
     };
+    if let Err(e) = signals.stop_on_signal(vm.stop_handle()) {
+        return fail(&e);
+    }
     if let Err(e) = vm.start() {
         return fail(&e);
     }

@@ -272,3 +272,54 @@ fn command_line_too_long_is_reported_with_its_length() {
         "kernel command line is 3000 bytes",
     );
 }
+
+/// SIGTERM and SIGINT stop a running VM: exit status 4, the signal named on
+/// stderr, and the exit line says the VM was stopped.
+#[test]
+fn termination_signals_stop_the_vm_with_exit_4() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let kernel = guest_image("test-guest");
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mercury"))
+            .args([
+                "run",
+                "--kernel",
+                path_str(&kernel),
+                "--cmdline",
+                "checks=serial,halt",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mercury");
+        // Wait until the guest runs (it prints its check line, then halts).
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = String::new();
+        let mut line = String::new();
+        while stdout.read_line(&mut line).expect("read guest output") > 0 {
+            seen.push_str(&line);
+            if line.starts_with("CHECK serial") {
+                break;
+            }
+            line.clear();
+        }
+        assert!(seen.contains("CHECK serial PASS"), "guest output:\n{seen}");
+        // SAFETY: kill(2) on the PID of a child we have not reaped.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({name})");
+        let out = child.wait_with_output().expect("wait for mercury");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{name}: stderr:\n{err}");
+        assert!(
+            err.contains(&format!("received {name}")),
+            "{name}: stderr:\n{err}"
+        );
+        assert!(
+            err.contains("exit=\"stopped by the host"),
+            "{name}: stderr:\n{err}"
+        );
+    }
+}

@@ -40,7 +40,7 @@ pub use config::{ConfigError, SerialSink, VmConfig, DEFAULT_CMDLINE, MAX_VCPUS, 
 pub use device_manager::DeviceError;
 pub use lifecycle::{FirstRun, VmExit};
 pub use memory::MemoryError;
-pub use vm::{run_to_exit, Vm, VmError, VmState};
+pub use vm::{run_to_exit, StopHandle, Vm, VmError, VmState};
 
 /// Any error of this crate's public API.
 #[derive(Debug, thiserror::Error)]

@@ -51,6 +51,26 @@ pub enum VmState {
     Exited,
 }
 
+/// Stops a VM from any thread; see [`Vm::stop_handle`]. Stopping a VM that
+/// already exited does nothing: the first exit reason wins.
+#[derive(Clone)]
+pub struct StopHandle {
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl std::fmt::Debug for StopHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopHandle").finish_non_exhaustive()
+    }
+}
+
+impl StopHandle {
+    /// Same as [`Vm::stop`].
+    pub fn stop(&self) {
+        self.lifecycle.request_exit(VmExit::Stopped);
+    }
+}
+
 /// A KVM microVM.
 ///
 /// ```no_run
@@ -171,6 +191,15 @@ impl Vm {
     /// unless the guest ended first.
     pub fn stop(&self) {
         self.lifecycle.request_exit(VmExit::Stopped);
+    }
+
+    /// A handle that can stop this VM from another thread (a signal
+    /// handling thread, a control socket) while this one blocks in
+    /// [`Vm::wait`].
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            lifecycle: Arc::clone(&self.lifecycle),
+        }
     }
 
     /// Blocks until the VM has exited; returns why. For a VM never started,
