@@ -87,55 +87,33 @@ fn triple_fault_exits_nonzero_with_reason() {
     assert!(stderr(&out).contains("triple fault"), "{}", stderr(&out));
 }
 
-#[test]
-fn acpi_poweroff_exits_zero() {
+/// Runs the test guest's `check` (which ends the VM) followed by `serial`,
+/// and asserts mercury's exit code, that the guest said nothing after the
+/// check's PASS line (so `serial` never ran), and `stderr_says` on stderr.
+fn assert_check_ends_vm(check: &str, code: i32, stderr_says: &str) {
     let kernel = guest_image("test-guest");
-    let out = mercury(&[
-        "run",
-        "--kernel",
-        path_str(&kernel),
-        "--cmdline",
-        "checks=poweroff,serial",
-    ]);
+    let cmdline = format!("checks={check},serial");
+    let out = mercury(&["run", "--kernel", path_str(&kernel), "--cmdline", &cmdline]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let err = stderr(&out);
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(code),
         "stdout:\n{stdout}\nstderr:\n{err}"
     );
-    // The guest's last words were its poweroff line: `serial` never ran.
-    assert_eq!(
-        output_after(&stdout, "CHECK poweroff PASS"),
-        Some(""),
-        "{stdout}"
-    );
-    assert!(err.contains("powered off"), "{err}");
+    let pass = format!("CHECK {check} PASS");
+    assert_eq!(output_after(&stdout, &pass), Some(""), "{stdout}");
+    assert!(err.contains(stderr_says), "{err}");
+}
+
+#[test]
+fn acpi_poweroff_exits_zero() {
+    assert_check_ends_vm("poweroff", 0, "powered off");
 }
 
 #[test]
 fn pvpanic_exits_three_and_says_the_guest_panicked() {
-    let kernel = guest_image("test-guest");
-    let out = mercury(&[
-        "run",
-        "--kernel",
-        path_str(&kernel),
-        "--cmdline",
-        "checks=pvpanic,serial",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "stdout:\n{stdout}\nstderr:\n{err}"
-    );
-    assert_eq!(
-        output_after(&stdout, "CHECK pvpanic PASS"),
-        Some(""),
-        "{stdout}"
-    );
-    assert!(err.contains("guest kernel panicked"), "{err}");
+    assert_check_ends_vm("pvpanic", 3, "guest kernel panicked");
 }
 
 /// Asserts exit code 1 and that stderr names `needle`.
