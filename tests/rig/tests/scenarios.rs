@@ -56,6 +56,7 @@ fn smoke() {
             "kvm-dev",
             "kvm-nested",
             "mercury-help",
+            "tap-bridge",
         ],
     );
 }
@@ -67,20 +68,33 @@ fn linux_boot() {
         &[
             "rig-modules",
             "rig-kvm",
+            "vmlinux-smp1-entry",
             "vmlinux-smp1-exit",
             "vmlinux-smp1-init",
             "vmlinux-smp1-info",
+            "vmlinux-smp2-entry",
             "vmlinux-smp2-exit",
             "vmlinux-smp2-init",
             "vmlinux-smp2-info",
+            "elf64-smp1-entry",
+            "elf64-smp1-exit",
+            "elf64-smp1-init",
+            "elf64-smp1-info",
+            "elf64-smp2-entry",
+            "elf64-smp2-exit",
+            "elf64-smp2-init",
+            "elf64-smp2-info",
+            "bzimage-smp1-entry",
             "bzimage-smp1-exit",
             "bzimage-smp1-init",
             "bzimage-smp1-info",
+            "bzimage-smp2-entry",
             "bzimage-smp2-exit",
             "bzimage-smp2-init",
             "bzimage-smp2-info",
             "poweroff-exit",
             "panic",
+            "panic-noinit",
         ],
     );
 }
@@ -102,7 +116,12 @@ fn test_guest() {
     );
 }
 
+/// A benchmark, not a pass/fail test: not in CI (`cargo test -p mercury-rig
+/// -- --ignored boot_bench` runs it). Its 40+ boots per run also surfaced an
+/// intermittent failure still being investigated (docs/BENCHMARKS.md,
+/// "Known problems"), which must not gate unrelated changes.
 #[test]
+#[ignore = "benchmark; run by hand"]
 fn boot_bench() {
     run_scenario(
         "boot-bench",
