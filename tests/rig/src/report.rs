@@ -74,7 +74,36 @@ impl fmt::Display for RunFailure {
 
 impl std::error::Error for RunFailure {}
 
+/// Markers of L1's own kernel failing (an oops or panic of the Debian
+/// kernel that hosts KVM), as opposed to a guest's: L1's kernel messages
+/// start a console line with their `[ seconds]` time stamp, while guest
+/// output reaches L1's console only indented (`rig_show`) or inside
+/// RIG-RESULT lines.
+const L1_KERNEL_FAILURES: [&str; 5] = [
+    "Kernel panic - not syncing",
+    "BUG: ",
+    "Oops: ",
+    "general protection fault",
+    "stack guard page",
+];
+
+/// The first line of `console` in which L1's own kernel reports failing.
+pub fn l1_kernel_failure(console: &str) -> Option<&str> {
+    console
+        .lines()
+        .map(|line| line.trim_start_matches("L1| "))
+        .find(|line| line.starts_with('[') && L1_KERNEL_FAILURES.iter().any(|m| line.contains(m)))
+}
+
 impl RunReport {
+    /// The line in which L1's own kernel (the emulated host, not mercury's
+    /// guest) oopsed or panicked during the run, if it did: the rig's
+    /// infrastructure failed, whatever the scenario's results say.
+    pub fn l1_kernel_failure(&self) -> Option<String> {
+        let console = fs::read(&self.console_log).ok()?;
+        l1_kernel_failure(&String::from_utf8_lossy(&console)).map(str::to_string)
+    }
+
     /// The last verdict reported for `check`.
     pub fn result(&self, check: &str) -> Option<&CheckResult> {
         self.results.iter().rev().find(|r| r.check == check)
@@ -297,5 +326,18 @@ mod tests {
             failure.contains("/nonexistent/log") && failure.contains("cannot read"),
             "{failure}"
         );
+    }
+
+    #[test]
+    fn l1_kernel_failures_are_told_from_guest_output() {
+        let l1_oops = "RIG-RESULT a PASS\n[   21.99] BUG: TASK stack guard page was hit\n";
+        assert_eq!(
+            l1_kernel_failure(l1_oops),
+            Some("[   21.99] BUG: TASK stack guard page was hit")
+        );
+        let guest_only = "RIG-RESULT panic PASS rc=3; [ 1.98] Kernel panic - not syncing: x\n    \
+                          [    1.98] Kernel panic - not syncing: sysrq\n\
+                          [    5.06] kvm [109]: vcpu0, Unhandled WRMSR\n";
+        assert_eq!(l1_kernel_failure(guest_only), None);
     }
 }
