@@ -579,18 +579,3 @@ impl fmt::Display for Signatures<'_> {
         Ok(())
     }
 }
-
-/// Displays a list of APIC IDs as `0,1,2`.
-pub struct IdList<'a>(pub &'a [u32]);
-
-impl fmt::Display for IdList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, id) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{id}")?;
-        }
-        Ok(())
-    }
-}

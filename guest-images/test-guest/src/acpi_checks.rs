@@ -5,12 +5,12 @@
 //! should end the VM, so a VMM that honours it leaves that line last on the
 //! console; one that does not gets a FAIL line [`STILL_RUNNING_US`] later.
 
-use crate::acpi::{self, Gas, IdList, Signatures, Tables};
+use crate::acpi::{self, Gas, Signatures, Tables};
 use crate::bootinfo::BootInfo;
 use crate::cpu::{self, cpuid, inb, outb};
 use crate::mptable;
 use crate::phys;
-use crate::serial::println;
+use crate::serial::{println, CommaList};
 
 /// Sleep control register: `SLP_EN`, and where `SLP_TYP` goes.
 const SLP_EN: u8 = 1 << 5;
@@ -69,7 +69,7 @@ pub fn acpi(boot: &BootInfo, force_scan: bool) {
         Signatures(tables.names()),
         madt_ids.len(),
         Optional(expected),
-        IdList(madt_ids),
+        CommaList(madt_ids),
         FadtReport(&tables),
         S5Report(acpi::s5_sleep_type(tables.dsdt)),
         if reason.is_some() { " reason=" } else { "" },

@@ -71,9 +71,9 @@ impl fmt::Display for Bytes<'_> {
 }
 
 /// Displays a list of numbers as `a,b,c`.
-pub struct CommaList<'a>(pub &'a [u8]);
+pub struct CommaList<'a, T>(pub &'a [T]);
 
-impl fmt::Display for CommaList<'_> {
+impl<T: fmt::Display> fmt::Display for CommaList<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, value) in self.0.iter().enumerate() {
             if i > 0 {
