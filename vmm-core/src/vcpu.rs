@@ -154,7 +154,13 @@ impl Vcpu {
                     }
                     Next::Continue
                 }
-                VcpuExit::Shutdown => Next::Exit(VmExit::Shutdown { vcpu: index }),
+                VcpuExit::Shutdown => {
+                    log::error!(
+                        "vCPU {index} shut down (triple fault): {}",
+                        arch::shutdown_state(&self.fd)
+                    );
+                    Next::Exit(VmExit::Shutdown { vcpu: index })
+                }
                 VcpuExit::SystemEvent(kind, _) => Next::Exit(system_event_exit(kind, index)),
                 VcpuExit::InternalError => Next::Exit(self.internal_error()),
                 VcpuExit::FailEntry(reason, cpu) => Next::Exit(VmExit::VcpuError {

@@ -37,7 +37,7 @@ use linux_loader::cmdline::Cmdline;
 use vm_memory::{GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 pub(crate) use self::cpuid::normalize_cpuid;
-pub(crate) use self::exits::faulting_instruction;
+pub(crate) use self::exits::{faulting_instruction, shutdown_state};
 pub(crate) use self::memory::memory_regions;
 
 /// Errors of the x86_64 boot path.
