@@ -23,11 +23,13 @@ MEM_MIN_KB=204800
 MEM_MAX_KB=262144
 # Limit for one guest boot (they take 10-25 s in L1).
 BOOT_TIMEOUT=120
+rig_trace_on
 
 # boot LABEL KERNEL VCPUS ACTION: one `mercury run`; sets rc, secs, log, err.
 boot() {
     log=/tmp/$1.serial
     err=/tmp/$1.stderr
+    rig_trace_clear
     rig_vm $BOOT_TIMEOUT "$log" "$err" mercury run --kernel "$2" --initrd /images/initramfs \
         --vcpus "$3" --memory $MEMORY_MIB \
         --cmdline "console=ttyS0 reboot=k panic=1 mercury.action=$4" \
@@ -56,6 +58,7 @@ check_boot() {
     else
         rig_fail "$1-exit" "$(exit_detail), want 0 (guest reboot)"
         rig_show "$err" 15 "mercury stderr"
+        rig_show_kvm_trace
     fi
     if grep -a -q 'MERCURY-GUEST INIT' "$log"; then
         rig_pass "$1-init" "initramfs /init ran"

@@ -91,3 +91,31 @@ rig_field() {
 
 # rig_is_int VALUE: whether VALUE is a non-negative decimal integer.
 rig_is_int() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
+
+# L1's KVM trace: its exits and injected exceptions, in a ring buffer (the
+# last few MiB). A failed guest boot then shows what its vCPUs did last.
+RIG_TRACE=/sys/kernel/tracing
+# rig_trace_on: start tracing KVM's exits (no-op without tracefs).
+rig_trace_on() {
+    mount -t tracefs nodev $RIG_TRACE 2>/dev/null
+    [ -w $RIG_TRACE/buffer_size_kb ] || { echo "rig: no tracefs in L1, KVM untraced"; return 0; }
+    echo 4096 >$RIG_TRACE/buffer_size_kb
+    local event
+    for event in kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit; do
+        echo 1 >$RIG_TRACE/events/$event/enable 2>/dev/null || echo "rig: no trace event $event"
+    done
+    echo 1 >$RIG_TRACE/tracing_on
+}
+# rig_trace_clear: empty the buffer (before each guest boot).
+rig_trace_clear() { [ -w $RIG_TRACE/trace ] && echo >$RIG_TRACE/trace; return 0; }
+# rig_show_kvm_trace: the vCPU shutdowns in the buffer, its tail, and L1's
+# modules with their addresses, so a guest RIP can be placed (the host-side
+# rig recognises a guest shut down inside L1's own kvm module: an
+# environment failure).
+rig_show_kvm_trace() {
+    [ -r $RIG_TRACE/trace ] || return 0
+    grep -a 'reason shutdown' $RIG_TRACE/trace >/tmp/rig-shutdowns
+    rig_show /tmp/rig-shutdowns 10 "vCPU shutdowns in L1's KVM trace"
+    rig_show $RIG_TRACE/trace 30 "L1's KVM trace"
+    rig_show /proc/modules 20 "L1's modules"
+}

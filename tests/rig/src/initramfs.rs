@@ -177,6 +177,9 @@ else
     echo "RIG-RESULT rig-kvm FAIL /dev/kvm missing after insmod"
     dmesg | grep -i -E 'kvm|svm' | tail -n 20
 fi
+# A sign of life for the host: L1 silent for longer than the rig allows
+# has hung (docs/RIG.md, "Known defects of the environment").
+(while sleep {heartbeat}; do echo "RIG-HEARTBEAT uptime=$(cut -d' ' -f1 /proc/uptime)"; done) &
 start=$(cut -d' ' -f1 /proc/uptime)
 cd /tmp
 sh /rig/scenario.sh
@@ -188,6 +191,7 @@ sync
 poweroff -f
 sleep 30
 "#,
+        heartbeat = crate::qemu::HEARTBEAT_PERIOD.as_secs(),
         modules = if modules.is_empty() {
             String::from("''")
         } else {

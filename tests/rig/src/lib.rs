@@ -71,6 +71,10 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Keep the work directory (initramfs, /init) for inspection.
     pub keep: bool,
+    /// L1's QEMU `-cpu` model instead of [`qemu::L1_CPU`].
+    pub cpu: Option<String>,
+    /// L1's QEMU `-accel` instead of [`qemu::L1_ACCEL`].
+    pub accel: Option<String>,
 }
 
 /// The rig, bound to a repository checkout and a cache.
@@ -201,6 +205,14 @@ impl Rig {
         let spec = qemu::BootSpec {
             kernel: kernel.vmlinuz.clone(),
             initrd,
+            accel: options
+                .accel
+                .clone()
+                .unwrap_or_else(|| qemu::L1_ACCEL.to_string()),
+            cpu: options
+                .cpu
+                .clone()
+                .unwrap_or_else(|| qemu::L1_CPU.to_string()),
             memory_mib: scenario.header.memory_mib,
             smp: scenario.header.smp,
             timeout: options.timeout.unwrap_or(scenario.header.timeout),
@@ -208,6 +220,8 @@ impl Rig {
                 .cache
                 .logs()
                 .join(format!("{name}-{stamp}-{}.log", std::process::id())),
+            // Short: a socket path has a 108-byte limit.
+            monitor: env::temp_dir().join(format!("rig-{}-{stamp}.monitor", std::process::id())),
         };
         log::info!(
             "booting L1 ({}, timeout {} s)",
@@ -235,6 +249,7 @@ impl Rig {
             expected: scenario.header.expect.clone(),
             done: outcome.console.done,
             timed_out: outcome.timed_out,
+            l1_failure: outcome.l1_failure.clone(),
             timeout: spec.timeout,
             poweroff_hung: outcome.poweroff_hung,
             qemu_exit: outcome.exit,

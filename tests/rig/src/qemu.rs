@@ -14,11 +14,27 @@ use crate::results::{ConsoleSummary, Event};
 
 /// The L1 emulator.
 pub const QEMU: &str = "qemu-system-x86_64";
+/// L1's CPU: an AMD EPYC with SVM and nested paging, so that L1's kvm-amd
+/// offers real KVM; without XSAVE, because QEMU's TCG does not intercept a
+/// nested guest's XSETBV, which leaves L1's KVM with a stale XCR0 for its
+/// guests (docs/RIG.md, "Known defects of the environment").
+pub const L1_CPU: &str = "EPYC,+svm,+npt,-xsave";
+/// L1's accelerator: TCG, one host thread per L1 vCPU (MTTCG).
+pub const L1_ACCEL: &str = "tcg";
 /// L1's kernel command line: serial console, reboot (and so exit, with
 /// `-no-reboot`) at once on panic, and no boot chatter.
 pub const L1_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
 /// How long L1 may take to power off after printing RIG-DONE.
 pub const POWEROFF_GRACE: Duration = Duration::from_secs(20);
+/// How often L1's /init prints `RIG-HEARTBEAT` while the scenario runs.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(30);
+/// A console silent this long after RIG-INIT (four heartbeats missed)
+/// means L1 hung: the rig stops it instead of waiting out the timeout.
+pub const L1_SILENCE_LIMIT: Duration = Duration::from_secs(120);
+/// How long L1 keeps running after its own kernel reported failing (an
+/// oops, a soft lockup): long enough for the rest of the report to reach
+/// the console, instead of waiting out the run's timeout.
+pub const L1_FAILURE_GRACE: Duration = Duration::from_secs(20);
 
 /// Errors from running QEMU.
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +56,17 @@ pub enum QemuError {
 pub struct BootSpec {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// QEMU `-accel` (TCG and its options).
+    pub accel: String,
+    /// QEMU `-cpu` model.
+    pub cpu: String,
     pub memory_mib: u32,
     pub smp: u32,
     pub timeout: Duration,
     pub console_log: PathBuf,
+    /// QEMU's human monitor, a Unix socket: on a timeout the rig asks it
+    /// where L1's CPUs are before killing QEMU.
+    pub monitor: PathBuf,
 }
 
 impl BootSpec {
@@ -51,7 +74,7 @@ impl BootSpec {
     pub fn command(&self) -> Command {
         let mut command = Command::new(QEMU);
         command
-            .args(["-accel", "tcg", "-cpu", "EPYC,+svm,+npt"])
+            .args(["-accel", &self.accel, "-cpu", &self.cpu])
             .args([
                 "-smp",
                 &self.smp.to_string(),
@@ -59,6 +82,11 @@ impl BootSpec {
                 &self.memory_mib.to_string(),
             ])
             .args(["-nographic", "-no-reboot", "-nic", "none"])
+            .arg("-monitor")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                self.monitor.display()
+            ))
             .arg("-kernel")
             .arg(&self.kernel)
             .arg("-initrd")
@@ -75,6 +103,10 @@ pub struct BootOutcome {
     /// QEMU's exit status; `None` if it had to be killed.
     pub exit: Option<ExitStatus>,
     pub timed_out: bool,
+    /// Why the rig stopped L1 early: the first console line in which L1's
+    /// own kernel reported failing (QEMU is stopped [`L1_FAILURE_GRACE`]
+    /// later), or L1's console went silent for [`L1_SILENCE_LIMIT`].
+    pub l1_failure: Option<String>,
     /// RIG-DONE was printed but L1 did not power off within [`POWEROFF_GRACE`].
     pub poweroff_hung: bool,
     /// Host time from spawning QEMU to the RIG-INIT line.
@@ -113,6 +145,7 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
         console: ConsoleSummary::default(),
         exit: None,
         timed_out: false,
+        l1_failure: None,
         poweroff_hung: false,
         to_init: None,
         to_done: None,
@@ -126,6 +159,15 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
         start,
     };
     let follow = follow_console(&mut child, console, deadline, &mut outcome, on_line);
+    if (outcome.timed_out || outcome.l1_failure.is_some()) && outcome.exit.is_none() {
+        // QEMU still runs a stuck L1: say where its CPUs are.
+        let state = monitor_query(&spec.monitor, "info registers -a");
+        let _ = writeln!(
+            log,
+            "# L1 CPU state when it was stopped (QEMU monitor `info registers -a`):\n{state}"
+        );
+    }
+    let _ = std::fs::remove_file(&spec.monitor);
     if follow.is_err() || outcome.exit.is_none() {
         // Timed out, hung at poweroff, or the log failed: never leave QEMU behind.
         let _ = child.kill();
@@ -144,6 +186,33 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
     }
     follow?;
     Ok(outcome)
+}
+
+/// Sends one command to QEMU's human monitor at `socket` and returns what it
+/// printed, or why it could not be asked. Never waits more than a few
+/// seconds: QEMU is about to be killed.
+fn monitor_query(socket: &Path, command: &str) -> String {
+    use std::os::unix::net::UnixStream;
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e) => return format!("(monitor {} unreachable: {e})", socket.display()),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(1500)));
+    if let Err(e) = writeln!(stream, "{command}") {
+        return format!("(monitor write failed: {e})");
+    }
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    // Read until QEMU has been quiet for a read timeout (or 5 s in all).
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    crate::results::strip_escapes(&text.replace('\r', ""))
 }
 
 /// The console stream of one boot and where it is logged.
@@ -171,11 +240,23 @@ fn follow_console(
         path: path.to_path_buf(),
         source,
     };
+    let mut deadline = deadline;
+    let mut last_line = Instant::now();
     loop {
         match lines.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
+                last_line = Instant::now();
                 writeln!(log, "{line}").map_err(log_err)?;
                 record(&line, outcome, start, on_line);
+                if outcome.l1_failure.is_none() {
+                    if let Some(failure) = crate::report::l1_kernel_failure(&line) {
+                        outcome.l1_failure = Some(format!(
+                            "L1's own kernel failed (`{failure}`); stopped {} s later",
+                            L1_FAILURE_GRACE.as_secs()
+                        ));
+                        deadline = deadline.min(Instant::now() + L1_FAILURE_GRACE);
+                    }
+                }
                 continue;
             }
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
@@ -186,7 +267,19 @@ fn follow_console(
         }
         let now = Instant::now();
         if now >= deadline {
-            outcome.timed_out = true;
+            // After an L1 kernel failure the stop is on purpose, not a timeout.
+            outcome.timed_out = outcome.l1_failure.is_none();
+            return Ok(());
+        }
+        if outcome.to_init.is_some()
+            && outcome.to_done.is_none()
+            && outcome.l1_failure.is_none()
+            && now.duration_since(last_line) >= L1_SILENCE_LIMIT
+        {
+            outcome.l1_failure = Some(format!(
+                "L1 hung: no console output for {} s, not even its heartbeat",
+                L1_SILENCE_LIMIT.as_secs()
+            ));
             return Ok(());
         }
         if let Some(done) = outcome.to_done {
@@ -301,15 +394,18 @@ mod tests {
         let spec = BootSpec {
             kernel: "/k".into(),
             initrd: "/i".into(),
+            accel: L1_ACCEL.into(),
+            cpu: L1_CPU.into(),
             memory_mib: 3072,
             smp: 2,
             timeout: Duration::from_secs(1),
             console_log: "/l".into(),
+            monitor: "/m".into(),
         };
         assert_eq!(
             crate::command::render(&spec.command()),
-            "qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt -smp 2 -m 3072 -nographic -no-reboot \
-             -nic none -kernel /k -initrd /i -append console=ttyS0 panic=-1 quiet"
+            "qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt,-xsave -smp 2 -m 3072 -nographic -no-reboot \
+             -nic none -monitor unix:/m,server=on,wait=off -kernel /k -initrd /i -append console=ttyS0 panic=-1 quiet"
         );
     }
 

@@ -39,6 +39,9 @@ pub struct RunReport {
     pub expected: Vec<String>,
     pub done: bool,
     pub timed_out: bool,
+    /// Why the rig stopped L1 early: the console line in which L1's own
+    /// kernel failed, or that L1 hung (its console went silent).
+    pub l1_failure: Option<String>,
     pub timeout: Duration,
     pub poweroff_hung: bool,
     pub qemu_exit: Option<ExitStatus>,
@@ -95,13 +98,57 @@ pub fn l1_kernel_failure(console: &str) -> Option<&str> {
         .find(|line| line.starts_with('[') && L1_KERNEL_FAILURES.iter().any(|m| line.contains(m)))
 }
 
+/// A guest vCPU that L1's KVM saw shut down (triple fault) while its RIP
+/// lay inside one of L1's own kernel modules: the guest kernel has no
+/// modules, so the guest was resumed at an address of L1's. The emulated
+/// SVM of L0 (QEMU TCG) did that, not the VMM under test, which never
+/// writes a running vCPU's registers. Needs the scenario to have shown L1's
+/// KVM trace (`kvm_exit ... reason shutdown rip 0x...`) and `/proc/modules`
+/// (`name size refs deps state 0xaddress`) in the console (`rig_show_kvm_trace`).
+pub fn guest_rip_in_l1_module(console: &str) -> Option<String> {
+    let lines = || {
+        console
+            .lines()
+            .map(|l| l.trim_start_matches("L1| ").trim_start_matches([' ', '|']))
+    };
+    let hex = |word: &str| u64::from_str_radix(word.strip_prefix("0x")?, 16).ok();
+    let modules: Vec<(String, u64, u64)> = lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.len() < 6 || !matches!(words[4], "Live" | "Loading" | "Unloading") {
+                return None;
+            }
+            Some((words[0].to_string(), hex(words[5])?, words[1].parse().ok()?))
+        })
+        .collect();
+    lines().find_map(|line| {
+        let rest = line.split_once("kvm_exit: vcpu ")?.1;
+        let (vcpu, rest) = rest.split_once(" reason shutdown rip ")?;
+        let rip = hex(rest.split_whitespace().next()?)?;
+        let (name, start, size) = modules
+            .iter()
+            .find(|(_, start, size)| (*start..start.saturating_add(*size)).contains(&rip))?;
+        Some(format!(
+            "guest vCPU {vcpu} shut down at rip {rip:#x}, inside L1's module {name} \
+             ({start:#x}+{size:#x}): the emulated SVM resumed the guest at an L1 address"
+        ))
+    })
+}
+
 impl RunReport {
-    /// The line in which L1's own kernel (the emulated host, not mercury's
-    /// guest) oopsed or panicked during the run, if it did: the rig's
-    /// infrastructure failed, whatever the scenario's results say.
-    pub fn l1_kernel_failure(&self) -> Option<String> {
+    /// Why the run's environment, not the code under test, failed: L1's own
+    /// kernel failed (oops, soft lockup), or L0's emulated SVM corrupted a
+    /// guest ([`guest_rip_in_l1_module`]). `None` when neither was seen.
+    pub fn environment_failure(&self) -> Option<String> {
+        if let Some(why) = &self.l1_failure {
+            return Some(why.clone());
+        }
         let console = fs::read(&self.console_log).ok()?;
-        l1_kernel_failure(&String::from_utf8_lossy(&console)).map(str::to_string)
+        let console = String::from_utf8_lossy(&console);
+        if let Some(line) = l1_kernel_failure(&console) {
+            return Some(format!("L1's own kernel failed: {line}"));
+        }
+        guest_rip_in_l1_module(&console)
     }
 
     /// The last verdict reported for `check`.
@@ -139,6 +186,9 @@ impl RunReport {
                 "timed out after {} s; QEMU killed",
                 self.timeout.as_secs()
             ));
+        }
+        if let Some(why) = &self.l1_failure {
+            problems.push(format!("the rig stopped L1 early: {why}"));
         }
         if !self.done {
             problems.push("L1 never printed RIG-DONE".to_string());
@@ -276,6 +326,7 @@ mod tests {
             expected: expected.iter().map(|s| s.to_string()).collect(),
             done: true,
             timed_out: false,
+            l1_failure: None,
             timeout: Duration::from_secs(60),
             poweroff_hung: false,
             qemu_exit: None,
@@ -326,6 +377,29 @@ mod tests {
             failure.contains("/nonexistent/log") && failure.contains("cannot read"),
             "{failure}"
         );
+    }
+
+    #[test]
+    fn a_guest_shutdown_inside_an_l1_module_is_an_environment_failure() {
+        let console = "L1|   | vcpu1-4474 [000] ..... 186.142200: kvm_exit: vcpu 1 reason npf rip 0xffffffffc055bcfc info1 0x1\n\
+                       L1|   | vcpu1-4474 [000] ..... 186.144817: kvm_exit: vcpu 1 reason shutdown rip 0xffffffffc055bcfc info1 0x0\n\
+                       L1|   L1 modules:\n\
+                       L1|   | kvm_amd 155648 0 - Live 0xffffffffc0540000\n\
+                       L1|   | kvm 1146880 1 kvm_amd, Live 0xffffffffc0400000\n";
+        let found = guest_rip_in_l1_module(console).expect("detected");
+        assert!(
+            found.contains("vCPU 1") && found.contains("kvm_amd"),
+            "{found}"
+        );
+        // A shutdown inside the guest kernel's own text is the guest's (or the VMM's) problem.
+        let own = console.replace(
+            "shutdown rip 0xffffffffc055bcfc",
+            "shutdown rip 0xffffffff8102e262",
+        );
+        assert_eq!(guest_rip_in_l1_module(&own), None);
+        // Without the module list there is no evidence.
+        let bare = console.lines().take(2).collect::<Vec<_>>().join("\n");
+        assert_eq!(guest_rip_in_l1_module(&bare), None);
     }
 
     #[test]

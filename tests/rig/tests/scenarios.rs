@@ -18,15 +18,17 @@ fn run_scenario(name: &str, required: &[&str]) {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let rig = Rig::from_env();
     let mut report = run_once(&rig, name);
-    // L1 is a Debian kernel hosting KVM on QEMU-TCG's emulated SVM; that
-    // emulated host itself occasionally oopses (seen: "BUG: TASK stack guard
-    // page was hit" in exc_page_fault of a vCPU thread). Such a run says
-    // nothing about mercury, so it is run once more, loudly. Only then: a
-    // guest or mercury failure on a healthy L1 fails at once.
+    // L1 is a Debian kernel hosting KVM on QEMU-TCG's emulated SVM. That
+    // environment occasionally fails on its own: L1's kernel oopses or
+    // soft-locks in a vCPU thread, or the emulated SVM resumes a guest vCPU
+    // at an address inside L1's kvm module (docs/RIG.md, "Known defects of
+    // the environment"). A run with such evidence says nothing about
+    // mercury, so it is run once more, loudly. Without that evidence, a
+    // guest or mercury failure fails at once.
     if report.require(required).is_err() {
-        if let Some(line) = report.l1_kernel_failure() {
+        if let Some(why) = report.environment_failure() {
             eprintln!(
-                "rig: L1's own kernel failed during `{name}` ({line}); console log {}; running the scenario once more",
+                "rig: the environment failed during `{name}` ({why}); console log {}; running the scenario once more",
                 report.console_log.display()
             );
             report = run_once(&rig, name);

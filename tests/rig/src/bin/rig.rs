@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! rig list
-//! rig run <scenario> [--timeout SECS] [--keep] [--quiet]
+//! rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--keep] [--quiet]
 //! ```
 //!
 //! Exit codes: 0 all checks passed; 1 a check failed, a promised check is
@@ -16,9 +16,11 @@ use std::time::Duration;
 use mercury_rig::{Rig, RunOptions};
 
 const USAGE: &str =
-    "usage: rig list\n       rig run <scenario> [--timeout SECS] [--keep] [--quiet]\n\n\
+    "usage: rig list\n       rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--keep] [--quiet]\n\n\
     Runs tests/rig/scenarios/<scenario>.sh inside an L1 QEMU-TCG VM with nested KVM.\n\
     --timeout SECS  limit for the whole L1 run (default: the scenario's rig-timeout, else 600)\n\
+    --cpu MODEL     L1's QEMU -cpu (default: see docs/RIG.md); must keep +svm,+npt\n\
+    --accel ACCEL   L1's QEMU -accel (default: see docs/RIG.md), e.g. tcg,thread=single\n\
     --keep          keep the work directory (L1 initramfs) under $MERCURY_CACHE/rig/runs\n\
     --quiet         do not stream the L1 console\n\
     Environment: MERCURY_CACHE (default ~/.cache/mercury), MERCURY_BIN (a static mercury),\n\
@@ -83,6 +85,14 @@ fn parse_run(args: &[String]) -> Result<(String, RunOptions, bool), String> {
                     .map_err(|_| format!("invalid --timeout `{value}`"))?;
                 options.timeout = Some(Duration::from_secs(secs));
             }
+            "--accel" => {
+                let value = iter.next().ok_or("--accel needs a QEMU accelerator")?;
+                options.accel = Some(value.clone());
+            }
+            "--cpu" => {
+                let value = iter.next().ok_or("--cpu needs a QEMU CPU model")?;
+                options.cpu = Some(value.clone());
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
             scenario if name.is_none() => name = Some(scenario.to_string()),
             extra => return Err(format!("unexpected argument `{extra}`")),
@@ -142,11 +152,19 @@ mod tests {
 
     #[test]
     fn parses_run_arguments() {
-        let (name, options, quiet) =
-            parse_run(&args(&["smoke", "--timeout", "90", "--keep"])).unwrap();
+        let (name, options, quiet) = parse_run(&args(&[
+            "smoke",
+            "--timeout",
+            "90",
+            "--keep",
+            "--cpu",
+            "EPYC,+svm",
+        ]))
+        .unwrap();
         assert_eq!(name, "smoke");
         assert_eq!(options.timeout, Some(Duration::from_secs(90)));
         assert!(options.keep && !quiet);
+        assert_eq!(options.cpu.as_deref(), Some("EPYC,+svm"));
         assert!(parse_run(&args(&["--timeout", "x", "smoke"])).is_err());
         assert!(parse_run(&args(&["a", "b"])).is_err());
         assert!(parse_run(&args(&["--bogus"])).is_err());
