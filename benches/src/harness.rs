@@ -15,7 +15,7 @@ use crate::smaps::{memory_report, MemoryReport};
 
 /// mercury's default kernel command line (`vmm_core::DEFAULT_CMDLINE`; a
 /// unit test keeps them equal). Boots use it when `--cmdline` is not given.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
 /// How many stderr lines a failure report keeps.
 const FAILURE_TAIL_LINES: usize = 15;
 /// How often the memory probe looks at smaps while waiting for the guest.

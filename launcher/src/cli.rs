@@ -49,7 +49,7 @@ pub(crate) struct RunArgs {
     /// Initial ramdisk.
     #[arg(long, value_name = "FILE")]
     initrd: Option<PathBuf>,
-    /// Kernel command line [default: "console=ttyS0 reboot=k panic=1"].
+    /// Kernel command line [default: "console=ttyS0 reboot=k panic=1 quiet"].
     #[arg(long)]
     cmdline: Option<String>,
     /// Number of vCPUs, 1..=32 [default: 1].

@@ -13,8 +13,11 @@ pub const MIN_MEMORY_MIB: u64 = 16;
 /// Most guest memory we accept, in MiB (1 TiB).
 pub const MAX_MEMORY_MIB: u64 = 1 << 20;
 /// The command line used when none is given: serial console, reboot through
-/// the i8042 controller, reboot one second after a panic.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+/// the i8042 controller, reboot one second after a panic, and `quiet`: only
+/// kernel warnings and errors on the console, because every console byte
+/// costs two VM exits (in the L1 rig `quiet` cut boot time ×0.46,
+/// docs/BENCHMARKS.md).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
 
 /// Where the guest's serial console (COM1) output goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
