@@ -158,7 +158,12 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
         path: &spec.console_log,
         start,
     };
-    let follow = follow_console(&mut child, console, deadline, &mut outcome, on_line);
+    let limits = Limits {
+        deadline,
+        silence: L1_SILENCE_LIMIT,
+        failure_grace: L1_FAILURE_GRACE,
+    };
+    let follow = follow_console(&mut child, console, limits, &mut outcome, on_line);
     if (outcome.timed_out || outcome.l1_failure.is_some()) && outcome.exit.is_none() {
         // QEMU still runs a stuck L1: say where its CPUs are.
         let state = monitor_query(&spec.monitor, "info registers -a");
@@ -223,10 +228,21 @@ struct Console<'a> {
     start: Instant,
 }
 
+/// When [`follow_console`] gives up on L1.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// The whole run's deadline.
+    deadline: Instant,
+    /// Console silence after RIG-INIT that means L1 hung.
+    silence: Duration,
+    /// How long L1 may go on after its kernel reported failing.
+    failure_grace: Duration,
+}
+
 fn follow_console(
     child: &mut Child,
     console: Console,
-    deadline: Instant,
+    limits: Limits,
     outcome: &mut BootOutcome,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), QemuError> {
@@ -240,7 +256,7 @@ fn follow_console(
         path: path.to_path_buf(),
         source,
     };
-    let mut deadline = deadline;
+    let mut deadline = limits.deadline;
     let mut last_line = Instant::now();
     loop {
         match lines.recv_timeout(Duration::from_millis(100)) {
@@ -252,9 +268,9 @@ fn follow_console(
                     if let Some(failure) = crate::report::l1_kernel_failure(&line) {
                         outcome.l1_failure = Some(format!(
                             "L1's own kernel failed (`{failure}`); stopped {} s later",
-                            L1_FAILURE_GRACE.as_secs()
+                            limits.failure_grace.as_secs()
                         ));
-                        deadline = deadline.min(Instant::now() + L1_FAILURE_GRACE);
+                        deadline = deadline.min(Instant::now() + limits.failure_grace);
                     }
                 }
                 continue;
@@ -274,11 +290,11 @@ fn follow_console(
         if outcome.to_init.is_some()
             && outcome.to_done.is_none()
             && outcome.l1_failure.is_none()
-            && now.duration_since(last_line) >= L1_SILENCE_LIMIT
+            && now.duration_since(last_line) >= limits.silence
         {
             outcome.l1_failure = Some(format!(
                 "L1 hung: no console output for {} s, not even its heartbeat",
-                L1_SILENCE_LIMIT.as_secs()
+                limits.silence.as_secs()
             ));
             return Ok(());
         }
@@ -419,6 +435,77 @@ mod tests {
             "qemu: something real\n(2 \"TCG doesn't support requested feature\" warnings omitted)"
         );
         assert_eq!(summarize_stderr(""), "");
+    }
+
+    /// Follows the console of `script` run by `sh` (standing in for QEMU)
+    /// with short limits; returns the outcome and how long it took.
+    fn follow_script(script: &str) -> (BootOutcome, Duration) {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = spawn_line_reader(child.stdout.take());
+        let path = std::env::temp_dir().join(format!("rig-follow-{}.log", std::process::id()));
+        let mut log = File::create(&path).unwrap();
+        let start = Instant::now();
+        let mut outcome = BootOutcome {
+            console: ConsoleSummary::default(),
+            exit: None,
+            timed_out: false,
+            l1_failure: None,
+            poweroff_hung: false,
+            to_init: None,
+            to_done: None,
+            wall: Duration::ZERO,
+            qemu_stderr: String::new(),
+        };
+        let console = Console {
+            lines: &lines,
+            log: &mut log,
+            path: &path,
+            start,
+        };
+        let limits = Limits {
+            deadline: start + Duration::from_secs(20),
+            silence: Duration::from_millis(400),
+            failure_grace: Duration::from_millis(400),
+        };
+        follow_console(&mut child, console, limits, &mut outcome, &mut |_| {}).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&path);
+        (outcome, start.elapsed())
+    }
+
+    #[test]
+    fn a_silent_l1_is_stopped_as_hung_long_before_the_deadline() {
+        let (outcome, took) = follow_script("echo 'RIG-INIT uptime=1.0'; exec sleep 30");
+        let why = outcome.l1_failure.expect("L1 hung");
+        assert!(why.starts_with("L1 hung"), "{why}");
+        assert!(!outcome.timed_out);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[test]
+    fn an_l1_kernel_failure_stops_l1_after_the_grace_period() {
+        let (outcome, took) = follow_script(
+            "echo 'RIG-INIT uptime=1.0'; \
+             while :; do echo '[  284.57] watchdog: BUG: soft lockup - CPU#0 stuck for 27s!'; sleep 0.1; done",
+        );
+        let why = outcome.l1_failure.expect("L1 failed");
+        assert!(why.contains("BUG: soft lockup"), "{why}");
+        assert!(!outcome.timed_out);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[test]
+    fn a_healthy_l1_ends_by_itself() {
+        let (outcome, _) = follow_script(
+            "echo 'RIG-INIT uptime=1.0'; echo 'RIG-HEARTBEAT uptime=2.0'; echo RIG-DONE; exit 0",
+        );
+        assert_eq!(outcome.l1_failure, None);
+        assert!(outcome.exit.is_some_and(|s| s.success()));
     }
 
     #[test]
