@@ -16,6 +16,8 @@
 . /rig/lib.sh
 
 ROUNDS=40
+# Boot order within a round.
+KERNELS="bzimage elf64 vmlinux"
 MEMORY_MIB=256
 VCPUS=2
 BOOT_TIMEOUT=120
@@ -24,7 +26,7 @@ rig_trace_on
 
 fails_vmlinux=0 fails_elf64=0 fails_bzimage=0
 for round in $(seq 1 $ROUNDS); do
-    for kernel in vmlinux elf64 bzimage; do
+    for kernel in $KERNELS; do
         case $kernel in
             vmlinux) image=/images/linux-kernel ;;
             elf64) image=/images/linux-elf64 ;;

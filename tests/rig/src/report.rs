@@ -98,20 +98,64 @@ pub fn l1_kernel_failure(console: &str) -> Option<&str> {
         .find(|line| line.starts_with('[') && L1_KERNEL_FAILURES.iter().any(|m| line.contains(m)))
 }
 
-/// A guest vCPU that L1's KVM saw shut down (triple fault) while its RIP
-/// lay inside one of L1's own kernel modules: the guest kernel has no
-/// modules, so the guest was resumed at an address of L1's. The emulated
-/// SVM of L0 (QEMU TCG) did that, not the VMM under test, which never
-/// writes a running vCPU's registers. Needs the scenario to have shown L1's
-/// KVM trace (`kvm_exit ... reason shutdown rip 0x...`) and `/proc/modules`
-/// (`name size refs deps state 0xaddress`) in the console (`rig_show_kvm_trace`).
-pub fn guest_rip_in_l1_module(console: &str) -> Option<String> {
+/// One `kvm_exit ... reason shutdown` line of L1's KVM trace.
+struct ShutdownExit {
+    vcpu: String,
+    rip: u64,
+    /// The event being delivered when the vCPU shut down (SVM EXITINTINFO).
+    intr_info: u64,
+    error_code: u64,
+}
+
+/// `intr_info` of a #PF being delivered: valid, exception, error code valid.
+const PF_DELIVERY: u64 = 0x8000_0b0e;
+/// #PF error code bits: the page was present; the access was an instruction fetch.
+const PF_PRESENT: u64 = 1 << 0;
+const PF_FETCH: u64 = 1 << 4;
+/// The lowest address of the kernel half of x86-64's address space.
+const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+
+fn hex(word: &str) -> Option<u64> {
+    u64::from_str_radix(word.strip_prefix("0x")?, 16).ok()
+}
+
+fn shutdown_exit(line: &str) -> Option<ShutdownExit> {
+    let rest = line.split_once("kvm_exit: vcpu ")?.1;
+    let (vcpu, rest) = rest.split_once(" reason shutdown rip ")?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let field = |name: &str| {
+        let at = words.iter().position(|w| *w == name)?;
+        hex(words.get(at + 1)?)
+    };
+    Some(ShutdownExit {
+        vcpu: vcpu.to_string(),
+        rip: hex(words.first()?)?,
+        intr_info: field("intr_info").unwrap_or(0),
+        error_code: field("error_code").unwrap_or(0),
+    })
+}
+
+/// A guest vCPU shutdown (triple fault) that L0's emulated SVM (QEMU TCG)
+/// caused, not the VMM under test or the guest, from L1's KVM trace
+/// (`kvm_exit ... reason shutdown rip ... intr_info ... error_code ...`)
+/// and `/proc/modules` as `rig_show_kvm_trace` prints them. Two signs,
+/// both seen (docs/RIG.md, "Known defects of the environment"):
+/// - the guest's RIP lies inside one of L1's kernel modules: the guest
+///   kernel has no modules, so the guest was resumed at an address of L1's;
+/// - the vCPU died delivering a #PF for an instruction fetch from a
+///   not-present page in the kernel half, at the instruction it had just
+///   been resumed at: a Linux guest never unmaps its kernel text, and a
+///   guest whose own page tables were merely wrong would take that #PF
+///   (and oops) instead of failing to deliver it.
+///
+/// The VMM never writes a running vCPU's registers, and no device of
+/// mercury's writes guest memory, so neither can come from it.
+pub fn environment_shutdown(console: &str) -> Option<String> {
     let lines = || {
         console
             .lines()
             .map(|l| l.trim_start_matches("L1| ").trim_start_matches([' ', '|']))
     };
-    let hex = |word: &str| u64::from_str_radix(word.strip_prefix("0x")?, 16).ok();
     let modules: Vec<(String, u64, u64)> = lines()
         .filter_map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -121,24 +165,33 @@ pub fn guest_rip_in_l1_module(console: &str) -> Option<String> {
             Some((words[0].to_string(), hex(words[5])?, words[1].parse().ok()?))
         })
         .collect();
-    lines().find_map(|line| {
-        let rest = line.split_once("kvm_exit: vcpu ")?.1;
-        let (vcpu, rest) = rest.split_once(" reason shutdown rip ")?;
-        let rip = hex(rest.split_whitespace().next()?)?;
-        let (name, start, size) = modules
+    lines().filter_map(shutdown_exit).find_map(|exit| {
+        let ShutdownExit { vcpu, rip, .. } = &exit;
+        if let Some((name, start, size)) = modules
             .iter()
-            .find(|(_, start, size)| (*start..start.saturating_add(*size)).contains(&rip))?;
-        Some(format!(
-            "guest vCPU {vcpu} shut down at rip {rip:#x}, inside L1's module {name} \
-             ({start:#x}+{size:#x}): the emulated SVM resumed the guest at an L1 address"
-        ))
+            .find(|(_, start, size)| (*start..start.saturating_add(*size)).contains(rip))
+        {
+            return Some(format!(
+                "guest vCPU {vcpu} shut down at rip {rip:#x}, inside L1's module {name} \
+                 ({start:#x}+{size:#x}): the emulated SVM resumed the guest at an L1 address"
+            ));
+        }
+        let fetch_fault = exit.error_code & (PF_FETCH | PF_PRESENT) == PF_FETCH;
+        (exit.intr_info == PF_DELIVERY && fetch_fault && *rip >= KERNEL_HALF).then(|| {
+            format!(
+                "guest vCPU {vcpu} shut down delivering a not-present instruction-fetch #PF \
+                 at rip {rip:#x} in its kernel half (error code {:#x}): the emulated SVM \
+                 lost the guest's address space",
+                exit.error_code
+            )
+        })
     })
 }
 
 impl RunReport {
     /// Why the run's environment, not the code under test, failed: L1's own
     /// kernel failed (oops, soft lockup), or L0's emulated SVM corrupted a
-    /// guest ([`guest_rip_in_l1_module`]). `None` when neither was seen.
+    /// guest ([`environment_shutdown`]). `None` when neither was seen.
     pub fn environment_failure(&self) -> Option<String> {
         if let Some(why) = &self.l1_failure {
             return Some(why.clone());
@@ -148,7 +201,7 @@ impl RunReport {
         if let Some(line) = l1_kernel_failure(&console) {
             return Some(format!("L1's own kernel failed: {line}"));
         }
-        guest_rip_in_l1_module(&console)
+        environment_shutdown(&console)
     }
 
     /// The last verdict reported for `check`.
@@ -381,25 +434,48 @@ mod tests {
 
     #[test]
     fn a_guest_shutdown_inside_an_l1_module_is_an_environment_failure() {
+        // As traced, but with no #PF in flight: the L1 address alone is evidence.
         let console = "L1|   | vcpu1-4474 [000] ..... 186.142200: kvm_exit: vcpu 1 reason npf rip 0xffffffffc055bcfc info1 0x1\n\
-                       L1|   | vcpu1-4474 [000] ..... 186.144817: kvm_exit: vcpu 1 reason shutdown rip 0xffffffffc055bcfc info1 0x0\n\
+                       L1|   | vcpu1-4474 [000] ..... 186.144817: kvm_exit: vcpu 1 reason shutdown rip 0xffffffffc055bcfc info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000\n\
                        L1|   L1 modules:\n\
                        L1|   | kvm_amd 155648 0 - Live 0xffffffffc0540000\n\
                        L1|   | kvm 1146880 1 kvm_amd, Live 0xffffffffc0400000\n";
-        let found = guest_rip_in_l1_module(console).expect("detected");
+        let found = environment_shutdown(console).expect("detected");
         assert!(
             found.contains("vCPU 1") && found.contains("kvm_amd"),
             "{found}"
         );
-        // A shutdown inside the guest kernel's own text is the guest's (or the VMM's) problem.
-        let own = console.replace(
-            "shutdown rip 0xffffffffc055bcfc",
-            "shutdown rip 0xffffffff8102e262",
-        );
-        assert_eq!(guest_rip_in_l1_module(&own), None);
         // Without the module list there is no evidence.
         let bare = console.lines().take(2).collect::<Vec<_>>().join("\n");
-        assert_eq!(guest_rip_in_l1_module(&bare), None);
+        assert_eq!(environment_shutdown(&bare), None);
+    }
+
+    #[test]
+    fn a_guest_that_cannot_fetch_its_own_kernel_text_is_an_environment_failure() {
+        let shutdown = |rip: &str, intr: &str, err: &str| {
+            format!(
+                "L1|   |  vcpu1-1941 [000] ..... 93.251362: kvm_exit: vcpu 1 reason shutdown rip {rip} \
+                 info1 0x0000000000000000 info2 0x0000000000000000 intr_info {intr} error_code {err}\n"
+            )
+        };
+        // As traced: io_serial_out+0x12, right after an I/O exit.
+        let traced = shutdown("0xffffffff81271a82", "0x80000b0e", "0x00000010");
+        let found = environment_shutdown(&traced).expect("detected");
+        assert!(found.contains("instruction-fetch #PF"), "{found}");
+        // A data access, a present page, another exception, or a user or
+        // identity-mapped (early boot, VMM-built page tables) address: not evidence.
+        for (rip, intr, err) in [
+            ("0xffffffff81271a82", "0x80000b0e", "0x00000002"),
+            ("0xffffffff81271a82", "0x80000b0e", "0x00000011"),
+            ("0xffffffff81271a82", "0x80000b0d", "0x00000010"),
+            ("0x0000000001000500", "0x80000b0e", "0x00000010"),
+        ] {
+            assert_eq!(
+                environment_shutdown(&shutdown(rip, intr, err)),
+                None,
+                "{rip} {intr} {err}"
+            );
+        }
     }
 
     #[test]
