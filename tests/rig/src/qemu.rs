@@ -97,7 +97,7 @@ impl BootSpec {
 }
 
 /// How an L1 boot went, as seen from the host.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct BootOutcome {
     pub console: ConsoleSummary,
     /// QEMU's exit status; `None` if it had to be killed.
@@ -141,17 +141,7 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
     let stderr = spawn_collector(child.stderr.take());
 
     let deadline = start + spec.timeout;
-    let mut outcome = BootOutcome {
-        console: ConsoleSummary::default(),
-        exit: None,
-        timed_out: false,
-        l1_failure: None,
-        poweroff_hung: false,
-        to_init: None,
-        to_done: None,
-        wall: Duration::ZERO,
-        qemu_stderr: String::new(),
-    };
+    let mut outcome = BootOutcome::default();
     let console = Console {
         lines: &lines,
         log: &mut log,
@@ -449,17 +439,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("rig-follow-{}.log", std::process::id()));
         let mut log = File::create(&path).unwrap();
         let start = Instant::now();
-        let mut outcome = BootOutcome {
-            console: ConsoleSummary::default(),
-            exit: None,
-            timed_out: false,
-            l1_failure: None,
-            poweroff_hung: false,
-            to_init: None,
-            to_done: None,
-            wall: Duration::ZERO,
-            qemu_stderr: String::new(),
-        };
+        let mut outcome = BootOutcome::default();
         let console = Console {
             lines: &lines,
             log: &mut log,
