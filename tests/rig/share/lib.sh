@@ -111,7 +111,7 @@ rig_trace_clear() { [ -w $RIG_TRACE/trace ] && echo >$RIG_TRACE/trace; return 0;
 # rig_show_kvm_trace: the vCPU shutdowns in the buffer, its tail, and L1's
 # modules with their addresses, so a guest RIP can be placed (the host-side
 # rig recognises the shutdowns that L0's emulated SVM causes:
-# report::environment_shutdown).
+# report::environment_derailed_guest).
 rig_show_kvm_trace() {
     [ -r $RIG_TRACE/trace ] || return 0
     grep -a 'reason shutdown' $RIG_TRACE/trace >/tmp/rig-shutdowns

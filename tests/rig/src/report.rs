@@ -98,9 +98,10 @@ pub fn l1_kernel_failure(console: &str) -> Option<&str> {
         .find(|line| line.starts_with('[') && L1_KERNEL_FAILURES.iter().any(|m| line.contains(m)))
 }
 
-/// One `kvm_exit ... reason shutdown` line of L1's KVM trace.
-struct ShutdownExit {
+/// One `kvm_exit` line of L1's KVM trace.
+struct GuestExit {
     vcpu: String,
+    reason: String,
     rip: u64,
     /// The event being delivered when the vCPU shut down (SVM EXITINTINFO).
     intr_info: u64,
@@ -119,30 +120,33 @@ fn hex(word: &str) -> Option<u64> {
     u64::from_str_radix(word.strip_prefix("0x")?, 16).ok()
 }
 
-fn shutdown_exit(line: &str) -> Option<ShutdownExit> {
+fn guest_exit(line: &str) -> Option<GuestExit> {
     let rest = line.split_once("kvm_exit: vcpu ")?.1;
-    let (vcpu, rest) = rest.split_once(" reason shutdown rip ")?;
+    let (vcpu, rest) = rest.split_once(" reason ")?;
+    let (reason, rest) = rest.split_once(" rip ")?;
     let words: Vec<&str> = rest.split_whitespace().collect();
     let field = |name: &str| {
         let at = words.iter().position(|w| *w == name)?;
         hex(words.get(at + 1)?)
     };
-    Some(ShutdownExit {
+    Some(GuestExit {
         vcpu: vcpu.to_string(),
+        reason: reason.to_string(),
         rip: hex(words.first()?)?,
         intr_info: field("intr_info").unwrap_or(0),
         error_code: field("error_code").unwrap_or(0),
     })
 }
 
-/// A guest vCPU shutdown (triple fault) that L0's emulated SVM (QEMU TCG)
-/// caused, not the VMM under test or the guest, from L1's KVM trace
-/// (`kvm_exit ... reason shutdown rip ... intr_info ... error_code ...`)
-/// and `/proc/modules` as `rig_show_kvm_trace` prints them. Two signs,
-/// both seen (docs/RIG.md, "Known defects of the environment"):
-/// - the guest's RIP lies inside one of L1's kernel modules: the guest
-///   kernel has no modules, so the guest was resumed at an address of L1's;
-/// - the vCPU died delivering a #PF for an instruction fetch from a
+/// A guest vCPU that L0's emulated SVM (QEMU TCG) derailed, not the VMM
+/// under test or the guest, from L1's KVM trace (`kvm_exit: vcpu N reason
+/// R rip ... intr_info ... error_code ...`) and `/proc/modules` as
+/// `rig_show_kvm_trace` prints them. Two signs, both seen (docs/RIG.md,
+/// "Known defects of the environment"):
+/// - an exit of the guest at a RIP inside one of L1's kernel modules: the
+///   guest kernel has no modules, so the guest was resumed at an address
+///   of L1's (it then shuts down, or loops on a #PF it cannot deliver);
+/// - a shutdown while delivering a #PF for an instruction fetch from a
 ///   not-present page in the kernel half, at the instruction it had just
 ///   been resumed at: a Linux guest never unmaps its kernel text, and a
 ///   guest whose own page tables were merely wrong would take that #PF
@@ -150,7 +154,7 @@ fn shutdown_exit(line: &str) -> Option<ShutdownExit> {
 ///
 /// The VMM never writes a running vCPU's registers, and no device of
 /// mercury's writes guest memory, so neither can come from it.
-pub fn environment_shutdown(console: &str) -> Option<String> {
+pub fn environment_derailed_guest(console: &str) -> Option<String> {
     let lines = || {
         console
             .lines()
@@ -165,33 +169,37 @@ pub fn environment_shutdown(console: &str) -> Option<String> {
             Some((words[0].to_string(), hex(words[5])?, words[1].parse().ok()?))
         })
         .collect();
-    lines().filter_map(shutdown_exit).find_map(|exit| {
-        let ShutdownExit { vcpu, rip, .. } = &exit;
+    lines().filter_map(guest_exit).find_map(|exit| {
+        let GuestExit { vcpu, rip, .. } = &exit;
         if let Some((name, start, size)) = modules
             .iter()
             .find(|(_, start, size)| (*start..start.saturating_add(*size)).contains(rip))
         {
             return Some(format!(
-                "guest vCPU {vcpu} shut down at rip {rip:#x}, inside L1's module {name} \
-                 ({start:#x}+{size:#x}): the emulated SVM resumed the guest at an L1 address"
+                "guest vCPU {vcpu} exited ({}) at rip {rip:#x}, inside L1's module {name} \
+                 ({start:#x}+{size:#x}): the emulated SVM resumed the guest at an L1 address",
+                exit.reason
             ));
         }
         let fetch_fault = exit.error_code & (PF_FETCH | PF_PRESENT) == PF_FETCH;
-        (exit.intr_info == PF_DELIVERY && fetch_fault && *rip >= KERNEL_HALF).then(|| {
-            format!(
-                "guest vCPU {vcpu} shut down delivering a not-present instruction-fetch #PF \
+        let shutdown = exit.reason == "shutdown";
+        (shutdown && exit.intr_info == PF_DELIVERY && fetch_fault && *rip >= KERNEL_HALF).then(
+            || {
+                format!(
+                    "guest vCPU {vcpu} shut down delivering a not-present instruction-fetch #PF \
                  at rip {rip:#x} in its kernel half (error code {:#x}): the emulated SVM \
                  lost the guest's address space",
-                exit.error_code
-            )
-        })
+                    exit.error_code
+                )
+            },
+        )
     })
 }
 
 impl RunReport {
     /// Why the run's environment, not the code under test, failed: L1's own
     /// kernel failed (oops, soft lockup), or L0's emulated SVM corrupted a
-    /// guest ([`environment_shutdown`]). `None` when neither was seen.
+    /// guest ([`environment_derailed_guest`]). `None` when neither was seen.
     pub fn environment_failure(&self) -> Option<String> {
         if let Some(why) = &self.l1_failure {
             return Some(why.clone());
@@ -201,7 +209,7 @@ impl RunReport {
         if let Some(line) = l1_kernel_failure(&console) {
             return Some(format!("L1's own kernel failed: {line}"));
         }
-        environment_shutdown(&console)
+        environment_derailed_guest(&console)
     }
 
     /// The last verdict reported for `check`.
@@ -440,14 +448,20 @@ mod tests {
                        L1|   L1 modules:\n\
                        L1|   | kvm_amd 155648 0 - Live 0xffffffffc0540000\n\
                        L1|   | kvm 1146880 1 kvm_amd, Live 0xffffffffc0400000\n";
-        let found = environment_shutdown(console).expect("detected");
+        let found = environment_derailed_guest(console).expect("detected");
         assert!(
             found.contains("vCPU 1") && found.contains("kvm_amd"),
             "{found}"
         );
         // Without the module list there is no evidence.
         let bare = console.lines().take(2).collect::<Vec<_>>().join("\n");
-        assert_eq!(environment_shutdown(&bare), None);
+        assert_eq!(environment_derailed_guest(&bare), None);
+        // As traced in a 1-vCPU boot that never ended: the vCPU loops on a
+        // #PF it cannot deliver, at an L1 address, with no shutdown.
+        let looping = "  |  vcpu0-462 [001] ..... 138.610753: kvm_exit: vcpu 0 reason npf rip 0xffffffffc04a8cfc info1 0x000000020000000e info2 0x000000007e742fe0 intr_info 0x80000b0e error_code 0x00000010\n\
+                       L1|   | kvm_amd 126976 0 - Live 0xffffffffc049a000\n";
+        let found = environment_derailed_guest(looping).expect("detected");
+        assert!(found.contains("vCPU 0 exited (npf)"), "{found}");
     }
 
     #[test]
@@ -460,10 +474,13 @@ mod tests {
         };
         // As traced: io_serial_out+0x12, right after an I/O exit.
         let traced = shutdown("0xffffffff81271a82", "0x80000b0e", "0x00000010");
-        let found = environment_shutdown(&traced).expect("detected");
+        let found = environment_derailed_guest(&traced).expect("detected");
         assert!(found.contains("instruction-fetch #PF"), "{found}");
         // A data access, a present page, another exception, or a user or
-        // identity-mapped (early boot, VMM-built page tables) address: not evidence.
+        // identity-mapped (early boot, VMM-built page tables) address: not
+        // evidence; nor is that #PF on an exit other than a shutdown.
+        let npf = traced.replace("reason shutdown", "reason npf");
+        assert_eq!(environment_derailed_guest(&npf), None);
         for (rip, intr, err) in [
             ("0xffffffff81271a82", "0x80000b0e", "0x00000002"),
             ("0xffffffff81271a82", "0x80000b0e", "0x00000011"),
@@ -471,7 +488,7 @@ mod tests {
             ("0x0000000001000500", "0x80000b0e", "0x00000010"),
         ] {
             assert_eq!(
-                environment_shutdown(&shutdown(rip, intr, err)),
+                environment_derailed_guest(&shutdown(rip, intr, err)),
                 None,
                 "{rip} {intr} {err}"
             );
