@@ -14,7 +14,7 @@ static ONE_L1_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs of a scenario after the first, each only when the one before failed
 /// with evidence that the environment (not mercury) broke.
-const ENVIRONMENT_RETRIES: u32 = 2;
+const ENVIRONMENT_RETRIES: u32 = 4;
 
 fn run_scenario(name: &str, required: &[&str]) {
     let _guard = ONE_L1_AT_A_TIME
