@@ -14,7 +14,7 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::layout;
-use crate::bus::{Bus, BusError};
+use crate::bus::{Bus, BusError, SharedDevice};
 use crate::config::{SerialSink, VmConfig};
 use crate::lifecycle::{Lifecycle, VmExit};
 use crate::vmm_thread::ExitEvents;
@@ -110,11 +110,7 @@ impl DeviceManager {
         let mut mmio = Bus::new();
         let mut exit_events = ExitEvents::new(lifecycle.clone());
 
-        let serial =
-            Serial::new(serial_output(&config.serial)?).map_err(|source| DeviceError::Create {
-                device: "serial",
-                source,
-            })?;
+        let serial = Serial::new(serial_output(&config.serial)?).map_err(created("serial"))?;
         vm.register_irqfd(serial.interrupt_evt(), layout::COM1_IRQ)
             .map_err(|source| DeviceError::Irqfd {
                 device: "serial",
@@ -122,40 +118,30 @@ impl DeviceManager {
                 source,
             })?;
         let serial = Arc::new(Mutex::new(serial));
-        pio.insert(serial.clone(), layout::COM1_PORT, layout::SERIAL_PORT_SIZE)
-            .map_err(|source| DeviceError::Bus {
-                device: "serial",
-                source,
-            })?;
+        place(
+            &mut pio,
+            "serial",
+            serial.clone(),
+            layout::COM1_PORT,
+            layout::SERIAL_PORT_SIZE,
+        )?;
         if config.serial_stdin {
-            let input = SerialInput::new(serial, Box::new(std::io::stdin())).map_err(|source| {
-                DeviceError::Create {
-                    device: "serial input",
-                    source,
-                }
-            })?;
+            let input = SerialInput::new(serial, Box::new(std::io::stdin()))
+                .map_err(created("serial input"))?;
             event_manager.add_subscriber(Arc::new(Mutex::new(input)));
         }
 
-        let i8042 = I8042::new().map_err(|source| DeviceError::Create {
-            device: "i8042",
-            source,
-        })?;
+        let i8042 = I8042::new().map_err(created("i8042"))?;
         exit_events.watch(clone_evt("i8042", i8042.reset_evt())?, VmExit::Reset);
-        pio.insert(
+        place(
+            &mut pio,
+            "i8042",
             Arc::new(Mutex::new(i8042)),
             layout::I8042_PORT,
             layout::I8042_PORT_SIZE,
-        )
-        .map_err(|source| DeviceError::Bus {
-            device: "i8042",
-            source,
-        })?;
+        )?;
 
-        let power = AcpiPowerControl::new().map_err(|source| DeviceError::Create {
-            device: "ACPI power control",
-            source,
-        })?;
+        let power = AcpiPowerControl::new().map_err(created("ACPI power control"))?;
         exit_events.watch(
             clone_evt("ACPI power control", power.reset_evt())?,
             VmExit::Reset,
@@ -164,47 +150,38 @@ impl DeviceManager {
             clone_evt("ACPI power control", power.poweroff_evt())?,
             VmExit::PowerOff,
         );
-        pio.insert(
+        place(
+            &mut pio,
+            "ACPI power control",
             Arc::new(Mutex::new(power)),
             layout::ACPI_POWER_PORT,
             layout::ACPI_POWER_PORT_SIZE,
-        )
-        .map_err(|source| DeviceError::Bus {
-            device: "ACPI power control",
-            source,
-        })?;
+        )?;
 
-        let pvpanic = PvPanic::new().map_err(|source| DeviceError::Create {
-            device: "pvpanic",
-            source,
-        })?;
+        let pvpanic = PvPanic::new().map_err(created("pvpanic"))?;
         exit_events.watch(
             clone_evt("pvpanic", pvpanic.panic_evt())?,
             VmExit::GuestPanic,
         );
-        pio.insert(
+        place(
+            &mut pio,
+            "pvpanic",
             Arc::new(Mutex::new(pvpanic)),
             layout::PVPANIC_PORT,
             layout::PVPANIC_PORT_SIZE,
-        )
-        .map_err(|source| DeviceError::Bus {
-            device: "pvpanic",
-            source,
-        })?;
+        )?;
 
         event_manager.add_subscriber(Arc::new(Mutex::new(exit_events)));
 
         let boot_timer = BootTimer::new(origin);
         let boot_timer_handle = boot_timer.handle();
-        mmio.insert(
+        place(
+            &mut mmio,
+            "boot timer",
             Arc::new(Mutex::new(boot_timer)),
             layout::BOOT_TIMER_ADDR,
             layout::BOOT_TIMER_SIZE,
-        )
-        .map_err(|source| DeviceError::Bus {
-            device: "boot timer",
-            source,
-        })?;
+        )?;
 
         Ok(DeviceManager {
             pio,
@@ -217,6 +194,25 @@ impl DeviceManager {
 
 /// A duplicate of a device's exit `EventFd` for the VMM thread to watch.
 fn clone_evt(device: &'static str, evt: &EventFd) -> Result<EventFd, DeviceError> {
-    evt.try_clone()
-        .map_err(|source| DeviceError::Create { device, source })
+    evt.try_clone().map_err(created(device))
+}
+
+/// Maps an error creating `device` (or a resource of it).
+fn created(device: &'static str) -> impl FnOnce(std::io::Error) -> DeviceError {
+    move |source| DeviceError::Create { device, source }
+}
+
+/// Puts `device` on `bus` at `base..base + len`.
+fn place(
+    bus: &mut Bus,
+    name: &'static str,
+    device: SharedDevice,
+    base: u64,
+    len: u64,
+) -> Result<(), DeviceError> {
+    bus.insert(device, base, len)
+        .map_err(|source| DeviceError::Bus {
+            device: name,
+            source,
+        })
 }
