@@ -25,14 +25,15 @@ MEM_MAX_KB=262144
 BOOT_TIMEOUT=120
 rig_trace_on
 
-# boot LABEL KERNEL VCPUS ACTION: one `mercury run`; sets rc, secs, log, err.
+# boot LABEL KERNEL VCPUS ARGS: one `mercury run` with ARGS appended to the
+# base command line (e.g. mercury.action=reboot); sets rc, secs, log, err.
 boot() {
     log=/tmp/$1.serial
     err=/tmp/$1.stderr
     rig_trace_clear
     rig_vm $BOOT_TIMEOUT "$log" "$err" mercury run --kernel "$2" --initrd /images/initramfs \
         --vcpus "$3" --memory $MEMORY_MIB \
-        --cmdline "console=ttyS0 reboot=k panic=1 mercury.action=$4" \
+        --cmdline "console=ttyS0 reboot=k panic=1 $4" \
         --serial "$log"
     rc=$rig_rc
     secs=$rig_secs
@@ -83,13 +84,13 @@ for kernel in vmlinux elf64 bzimage; do
         bzimage) image=/images/linux-bzimage protocol="the Linux 64-bit boot protocol" ;;
     esac
     for vcpus in 1 2; do
-        boot "$kernel-smp$vcpus" "$image" "$vcpus" reboot
+        boot "$kernel-smp$vcpus" "$image" "$vcpus" mercury.action=reboot
         check_boot "$kernel-smp$vcpus" "$vcpus" "$protocol"
     done
 done
 
 # A guest poweroff ends mercury with status 0 too.
-boot poweroff /images/linux-kernel 1 poweroff
+boot poweroff /images/linux-kernel 1 mercury.action=poweroff
 action=missing
 grep -a -q 'MERCURY-GUEST ACTION poweroff' "$log" && action=seen
 if [ "$rc" -eq 0 ] && [ $action = seen ]; then
@@ -121,19 +122,11 @@ check_panic() {
     fi
 }
 
-boot panic /images/linux-kernel 1 panic
+boot panic /images/linux-kernel 1 mercury.action=panic
 check_panic panic
 
 # No init: the kernel panics with "No working init found" (or "Requested
 # init ... failed"), before any userspace ran.
-log=/tmp/panic-noinit.serial
-err=/tmp/panic-noinit.stderr
-rig_vm $BOOT_TIMEOUT "$log" "$err" mercury run --kernel /images/linux-kernel --initrd /images/initramfs \
-    --vcpus 1 --memory $MEMORY_MIB \
-    --cmdline "console=ttyS0 reboot=k panic=1 rdinit=/no/such/init init=/no/such/init" \
-    --serial "$log"
-rc=$rig_rc
-secs=$rig_secs
-echo "rig: panic-noinit: mercury exited $rc after $secs s${rig_why:+ ($rig_why)}"
+boot panic-noinit /images/linux-kernel 1 "rdinit=/no/such/init init=/no/such/init"
 check_panic panic-noinit
 exit 0
