@@ -173,7 +173,9 @@ impl Rig {
         let mut images = Vec::new();
         for image in &scenario.header.images {
             let started = Instant::now();
-            log::info!("guest-images/build {image} (a first guest kernel build takes ~4 min on 2 cores)");
+            log::info!(
+                "guest-images/build {image} (a first guest kernel build takes ~4 min on 2 cores)"
+            );
             images.push((
                 image.clone(),
                 inputs::guest_image(&self.repo, &self.cache, image)?,
