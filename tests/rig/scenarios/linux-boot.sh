@@ -40,6 +40,15 @@ boot() {
     echo "rig: $1: mercury exited $rc after $secs s${rig_why:+ ($rig_why)}"
 }
 
+# show_failed_boot: the evidence after a failed verdict on the boot just
+# done: guest console, mercury's stderr and L1's KVM trace (from which the
+# rig recognises a guest the emulated host derailed).
+show_failed_boot() {
+    rig_show "$log" 15 "guest console"
+    rig_show "$err" 15 "mercury stderr"
+    rig_show_kvm_trace
+}
+
 # The boot-timer value mercury logs on stderr, for the record.
 boot_timer() { grep -a -i -m 1 'boot time' "$err" | sed 's/.*\] //' | cut -c 1-80; }
 
@@ -97,8 +106,7 @@ if [ "$rc" -eq 0 ] && [ $action = seen ]; then
     rig_pass poweroff-exit "rc=0 secs=$secs after 'MERCURY-GUEST ACTION poweroff'"
 else
     rig_fail poweroff-exit "want rc=0 after 'MERCURY-GUEST ACTION poweroff'; got $(exit_detail), that line: $action"
-    rig_show "$log" 15 "guest console"
-    rig_show "$err" 15 "mercury stderr"
+    show_failed_boot
 fi
 
 # A guest kernel panic is reported as such: the kernel tells pvpanic after
@@ -117,8 +125,7 @@ check_panic() {
         rig_pass "$1" "rc=3; $(grep -a -m 1 'Kernel panic' "$log" | cut -c 1-100)"
     else
         rig_fail "$1" "want the guest's 'Kernel panic', mercury exit 3 and 'guest kernel panicked' on stderr; $got"
-        rig_show "$log" 15 "guest console"
-        rig_show "$err" 15 "mercury stderr"
+        show_failed_boot
     fi
 }
 
