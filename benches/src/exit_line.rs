@@ -8,7 +8,7 @@
 //!
 //! The prefix is whatever the logger's format is; only the `key=value` pairs
 //! from `exit="` on are read. All durations are from mercury's process start
-//! (`vmm_core::mark_process_start`, first thing in `main`).
+//! (the instant `main` starts, handed to `vmm_core::Vm::with_origin`).
 
 use std::time::Duration;
 

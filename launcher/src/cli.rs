@@ -118,8 +118,8 @@ fn load_config(args: RunArgs) -> Result<VmConfig, InputError> {
     Ok(config)
 }
 
-/// `mercury run`.
-pub(crate) fn run(args: RunArgs) -> ExitCode {
+/// `mercury run`; timings count from `process_start`.
+pub(crate) fn run(args: RunArgs, process_start: std::time::Instant) -> ExitCode {
     let mut config = match load_config(args) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -136,7 +136,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
         Ok(signals) => signals,
         Err(e) => return fail(&e),
     };
-    let mut vm = match Vm::new(config) {
+    let mut vm = match Vm::with_origin(config, process_start) {
         Ok(vm) => vm,
         Err(e) => return fail(&e),
     };

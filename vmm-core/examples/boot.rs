@@ -9,7 +9,6 @@ use std::time::Duration;
 use vmm_core::{Vm, VmConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    vmm_core::mark_process_start();
     let mut args = std::env::args().skip(1);
     let kernel = args.next().ok_or("usage: boot KERNEL [CMDLINE] [VCPUS]")?;
     let mut config = VmConfig::new(kernel);

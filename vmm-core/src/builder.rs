@@ -152,6 +152,7 @@ pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltV
             pio: pio.clone(),
             mmio: mmio.clone(),
             memory: memory.clone(),
+            registration: lifecycle.enlist_vcpu(index.into()),
             lifecycle: lifecycle.clone(),
             origin,
         })

@@ -5,7 +5,6 @@
 //!
 //! ```no_run
 //! use vmm_core::{Vm, VmConfig};
-//! vmm_core::mark_process_start();
 //! let mut config = VmConfig::new("/path/to/vmlinux");
 //! config.initrd = Some("/path/to/initramfs.cpio".into());
 //! let mut vm = Vm::new(config)?;
@@ -30,9 +29,6 @@ mod vcpu;
 mod vm;
 mod vmm_thread;
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
 pub use arch::{ArchError, BootProtocol};
 pub use builder::BuildError;
 pub use bus::BusError;
@@ -51,17 +47,4 @@ pub enum Error {
     /// A lifecycle operation failed.
     #[error(transparent)]
     Vm(#[from] VmError),
-}
-
-static PROCESS_START: OnceLock<Instant> = OnceLock::new();
-
-/// Marks "now" as process start, the origin of the boot timer and of
-/// [`Vm::first_run`]. Call it first thing in `main`; if never called, the
-/// origin is the first time a VM is built.
-pub fn mark_process_start() {
-    let _ = PROCESS_START.set(Instant::now());
-}
-
-pub(crate) fn process_start() -> Instant {
-    *PROCESS_START.get_or_init(Instant::now)
 }

@@ -13,7 +13,7 @@
 //! same reset, a host stop racing a guest reboot) are logged and dropped.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 /// Why a VM stopped running.
@@ -123,7 +123,10 @@ struct State {
     /// pthread ids of the vCPU threads still running, by vCPU index.
     threads: Vec<Option<VcpuThread>>,
     paused: usize,
-    exited: usize,
+    /// [`VcpuRegistration`]s alive: vCPUs that exist and have not ended.
+    /// A vCPU whose thread never started, or whose thread panicked, drops
+    /// its registration all the same, so waiting on this cannot hang.
+    live: usize,
 }
 
 /// The shared lifecycle of one VM.
@@ -132,7 +135,6 @@ pub(crate) struct Lifecycle {
     request: AtomicU8,
     state: Mutex<State>,
     changed: Condvar,
-    vcpus: usize,
     kick_signal: libc::c_int,
     first_run: OnceLock<FirstRun>,
 }
@@ -145,10 +147,9 @@ impl Lifecycle {
                 outcome: None,
                 threads: vec![None; vcpus],
                 paused: 0,
-                exited: 0,
+                live: 0,
             }),
             changed: Condvar::new(),
-            vcpus,
             kick_signal,
             first_run: OnceLock::new(),
         }
@@ -200,7 +201,7 @@ impl Lifecycle {
             return false;
         }
         self.set_request_and_kick(&state, Request::Pause);
-        while state.paused + state.exited < self.vcpus && self.request() == Request::Pause {
+        while state.paused < state.live && self.request() == Request::Pause {
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         self.request() == Request::Pause
@@ -218,19 +219,15 @@ impl Lifecycle {
         true
     }
 
-    /// A vCPU thread announces itself so it can be kicked.
-    pub(crate) fn register_vcpu(&self, index: usize) {
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        self.lock().threads[index] = Some(VcpuThread(me));
-    }
-
-    /// A vCPU thread is about to end.
-    pub(crate) fn deregister_vcpu(&self, index: usize) {
-        let mut state = self.lock();
-        state.threads[index] = None;
-        state.exited += 1;
-        self.changed.notify_all();
+    /// Counts vCPU `index` as alive until the returned registration is
+    /// dropped: when its thread ends, or when the vCPU is dropped without
+    /// ever running (its thread could not be spawned).
+    pub(crate) fn enlist_vcpu(self: &Arc<Self>, index: usize) -> VcpuRegistration {
+        self.lock().live += 1;
+        VcpuRegistration {
+            lifecycle: Arc::clone(self),
+            index,
+        }
     }
 
     /// Called by a vCPU thread that saw a pause request: parks it until the
@@ -246,10 +243,10 @@ impl Lifecycle {
         self.request()
     }
 
-    /// Waits until every vCPU thread has exited.
+    /// Waits until every enlisted vCPU has ended.
     pub(crate) fn wait_all_exited(&self) {
         let mut state = self.lock();
-        while state.exited < self.vcpus {
+        while state.live > 0 {
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -259,9 +256,9 @@ impl Lifecycle {
         let state = self.lock();
         let (state, _) = self
             .changed
-            .wait_timeout_while(state, timeout, |s| s.exited < self.vcpus)
+            .wait_timeout_while(state, timeout, |s| s.live > 0)
             .unwrap_or_else(|e| e.into_inner());
-        state.exited >= self.vcpus
+        state.live == 0
     }
 
     /// Why the VM ended, if it did.
@@ -275,6 +272,41 @@ impl Lifecycle {
 
     pub(crate) fn first_run(&self) -> Option<FirstRun> {
         self.first_run.get().copied()
+    }
+}
+
+/// A vCPU's place in the [`Lifecycle`]: while it exists the VM counts the
+/// vCPU as running, and the vCPU's thread can be kicked once it has
+/// announced itself. Dropping it (the thread ended, panicked, or was never
+/// spawned) is the only way a vCPU leaves, so [`Lifecycle::wait_all_exited`]
+/// cannot wait for a vCPU that will never end.
+pub(crate) struct VcpuRegistration {
+    lifecycle: Arc<Lifecycle>,
+    index: usize,
+}
+
+impl VcpuRegistration {
+    /// Called on the vCPU's own thread: lets the lifecycle kick it.
+    pub(crate) fn announce_thread(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.lifecycle.lock().threads[self.index] = Some(VcpuThread(me));
+    }
+}
+
+impl Drop for VcpuRegistration {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The VM cannot go on with a vCPU missing.
+            self.lifecycle.request_exit(VmExit::VcpuError {
+                vcpu: u8::try_from(self.index).unwrap_or(u8::MAX),
+                message: "the vCPU thread panicked".to_string(),
+            });
+        }
+        let mut state = self.lifecycle.lock();
+        state.threads[self.index] = None;
+        state.live -= 1;
+        self.lifecycle.changed.notify_all();
     }
 }
 
@@ -299,10 +331,12 @@ mod tests {
     fn pause_waits_for_parked_vcpus() {
         let l = Arc::new(Lifecycle::new(2, 0));
         let workers: Vec<_> = (0..2)
-            .map(|_| {
+            .map(|index| {
+                let registration = l.enlist_vcpu(index);
                 let l = l.clone();
                 std::thread::spawn(move || {
                     // A vCPU loop without KVM: spin until asked to stop.
+                    let _registration = registration;
                     let mut parks = 0;
                     loop {
                         match l.request() {
@@ -316,8 +350,6 @@ mod tests {
                             Request::Stop => break,
                         }
                     }
-                    l.lock().exited += 1;
-                    l.changed.notify_all();
                     parks
                 })
             })
@@ -329,6 +361,45 @@ mod tests {
         l.wait_all_exited();
         let parks: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
         assert_eq!(parks, vec![1, 1]);
+    }
+
+    /// A vCPU whose thread cannot be spawned still leaves the lifecycle:
+    /// std drops the thread's closure, and with it the registration.
+    #[test]
+    fn a_vcpu_thread_that_never_starts_is_not_waited_for() {
+        let l = Arc::new(Lifecycle::new(2, 0));
+        let running = l.enlist_vcpu(0);
+        let never_started = l.enlist_vcpu(1);
+        // A stack no system can map: pthread_create fails.
+        let spawned = std::thread::Builder::new()
+            .stack_size(usize::MAX / 4)
+            .spawn(move || drop(never_started));
+        assert!(spawned.is_err(), "the oversized stack was mapped");
+        assert!(!l.wait_all_exited_timeout(Duration::from_millis(10)));
+        drop(running);
+        assert!(l.wait_all_exited_timeout(Duration::from_secs(5)));
+    }
+
+    /// A vCPU thread that panics leaves the lifecycle while unwinding.
+    #[test]
+    fn a_panicking_vcpu_thread_is_not_waited_for() {
+        let l = Arc::new(Lifecycle::new(1, 0));
+        let registration = l.enlist_vcpu(0);
+        let thread = std::thread::spawn(move || {
+            registration.announce_thread();
+            panic!("vCPU thread failed");
+        });
+        assert!(thread.join().is_err());
+        assert!(l.wait_all_exited_timeout(Duration::from_secs(5)));
+        assert!(
+            l.lock().threads[0].is_none(),
+            "a dead thread stays kickable"
+        );
+        assert!(
+            matches!(l.outcome(), Some(VmExit::VcpuError { vcpu: 0, ref message }) if message.contains("panicked")),
+            "{:?}",
+            l.outcome()
+        );
     }
 
     #[test]

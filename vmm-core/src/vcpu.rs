@@ -12,7 +12,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::arch;
 use crate::bus::Bus;
-use crate::lifecycle::{FirstRun, Lifecycle, Request, VmExit};
+use crate::lifecycle::{FirstRun, Lifecycle, Request, VcpuRegistration, VmExit};
 
 /// The real-time signal (offset from SIGRTMIN) used to kick vCPU threads.
 const KICK_SIGNAL_OFFSET: libc::c_int = 0;
@@ -41,6 +41,15 @@ extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc:
     }
 }
 
+/// Clears this thread's [`KVM_RUN`] pointer when dropped.
+struct ForgetKvmRun;
+
+impl Drop for ForgetKvmRun {
+    fn drop(&mut self) {
+        KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
+    }
+}
+
 /// Installs the kick handler once per process.
 pub(crate) fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
     static INSTALL: Once = Once::new();
@@ -57,7 +66,10 @@ pub(crate) struct Vcpu {
     pub(crate) mmio: Arc<Bus>,
     pub(crate) memory: GuestMemoryMmap,
     pub(crate) lifecycle: Arc<Lifecycle>,
-    /// Process-start origin for timestamps.
+    /// Counts this vCPU as running until the `Vcpu` is dropped: at the end
+    /// of its thread, or unstarted if the thread cannot be spawned.
+    pub(crate) registration: VcpuRegistration,
+    /// The VM's time origin, for timestamps.
     pub(crate) origin: std::time::Instant,
 }
 
@@ -75,15 +87,17 @@ impl Vcpu {
             .spawn(move || self.run())
     }
 
+    /// The thread body. Dropping `self` at the end (or while unwinding from
+    /// a panic) drops the registration, which tells the VM this vCPU ended.
     fn run(mut self) {
-        let index = usize::from(self.index);
         KVM_RUN.with(|c| c.set(self.fd.get_kvm_run() as *mut kvm_run));
-        self.lifecycle.register_vcpu(index);
+        // Locals drop before parameters: the kick handler forgets the
+        // kvm_run page before `self.fd` unmaps it, on a panic too.
+        let _forget_kvm_run = ForgetKvmRun;
+        self.registration.announce_thread();
         if let Some(outcome) = self.run_loop() {
             self.lifecycle.request_exit(outcome);
         }
-        KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
-        self.lifecycle.deregister_vcpu(index);
     }
 
     /// Runs until asked to stop (returns None) or the guest ends the VM.

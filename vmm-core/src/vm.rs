@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use devices::legacy::BootTimerHandle;
 use kvm_ioctls::{Kvm, VmFd};
@@ -101,9 +101,19 @@ pub struct Vm {
 impl Vm {
     /// Builds a VM from `config`: validates it, creates guest memory, loads
     /// the kernel (and initrd), attaches devices and configures the vCPUs.
-    /// Nothing runs until [`Vm::start`].
+    /// Nothing runs until [`Vm::start`]. The boot timer and
+    /// [`Vm::first_run`] count from the moment this is called.
     pub fn new(config: VmConfig) -> Result<Vm, BuildError> {
-        let built = build_microvm(&config, crate::process_start())?;
+        Self::with_origin(config, Instant::now())
+    }
+
+    /// Like [`Vm::new`], with the boot timer and [`Vm::first_run`] counting
+    /// from `origin` instead: the CLI passes its process start, so that its
+    /// boot times include its own start-up, as Firecracker's do. Each VM
+    /// has its own origin, so several VMs in one process time themselves
+    /// independently.
+    pub fn with_origin(config: VmConfig, origin: Instant) -> Result<Vm, BuildError> {
+        let built = build_microvm(&config, origin)?;
         log::debug!(
             "built VM: {} vCPU(s), {} MiB, kernel entry {:#x} ({:?})",
             config.vcpus,
@@ -127,6 +137,15 @@ impl Vm {
 
     /// Starts the VMM thread and the vCPU threads.
     pub fn start(&mut self) -> Result<(), VmError> {
+        self.start_with(Vcpu::spawn)
+    }
+
+    /// [`Vm::start`] with the vCPU thread spawner as a parameter, so that a
+    /// test can make spawning fail.
+    fn start_with(
+        &mut self,
+        mut spawn_vcpu: impl FnMut(Vcpu) -> std::io::Result<JoinHandle<()>>,
+    ) -> Result<(), VmError> {
         let Some(event_manager) = self.pending_event_manager.take() else {
             return Err(VmError::AlreadyStarted);
         };
@@ -136,12 +155,16 @@ impl Vm {
         })?;
         self.vmm_thread = Some(vmm);
         for vcpu in self.pending_vcpus.drain(..) {
-            match vcpu.spawn() {
+            let index = vcpu.index;
+            match spawn_vcpu(vcpu) {
                 Ok(handle) => self.vcpu_threads.push(handle),
                 Err(source) => {
-                    // Stop what already runs; the VM is unusable.
+                    // Stop what already runs; the VM is unusable. The vCPUs
+                    // not started were dropped (the failed one with the
+                    // spawner's closure, the rest with this drain), and with
+                    // them their registrations: `wait` does not wait for them.
                     self.lifecycle.request_exit(VmExit::VcpuError {
-                        vcpu: self.vcpu_threads.len() as u8,
+                        vcpu: index,
                         message: format!("cannot spawn the vCPU thread: {source}"),
                     });
                     return Err(VmError::SpawnThread {
@@ -231,12 +254,14 @@ impl Vm {
         self.lifecycle.outcome()
     }
 
-    /// Time from process start until the guest wrote the boot timer.
+    /// Time from the VM's origin ([`Vm::new`], or the instant given to
+    /// [`Vm::with_origin`]) until the guest wrote the boot timer.
     pub fn boot_time(&self) -> Option<Duration> {
         self.boot_timer.get()
     }
 
-    /// Time (wall and process CPU) from process start to the first `KVM_RUN`.
+    /// Wall time from the VM's origin to its first `KVM_RUN`, and the CPU
+    /// time the whole process had used by then.
     pub fn first_run(&self) -> Option<FirstRun> {
         self.lifecycle.first_run()
     }
@@ -273,4 +298,58 @@ pub fn run_to_exit(config: VmConfig) -> Result<(VmExit, Option<Duration>), crate
     vm.start()?;
     let exit = vm.wait();
     Ok((exit, vm.boot_time()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// The no_std test guest, built by the repository's image recipe.
+    fn test_guest() -> PathBuf {
+        let build = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-images/build");
+        let out = Command::new(build)
+            .arg("test-guest")
+            .output()
+            .expect("run guest-images/build");
+        assert!(
+            out.status.success(),
+            "guest-images/build test-guest: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    }
+
+    /// When the second vCPU's thread cannot be spawned, `start` fails and
+    /// `wait` still returns: the vCPUs that never ran are not waited for.
+    #[test]
+    fn wait_returns_when_a_vcpu_thread_cannot_be_spawned() {
+        let mut config = VmConfig::new(test_guest());
+        config.vcpus = 3;
+        config.serial = crate::SerialSink::None;
+        config.cmdline = "checks=halt".into();
+        let mut vm = Vm::new(config).expect("build VM");
+        let mut spawned = 0;
+        let result = vm.start_with(|vcpu| {
+            spawned += 1;
+            if vcpu.index == 1 {
+                return Err(std::io::Error::other("forced failure"));
+            }
+            vcpu.spawn()
+        });
+        assert!(
+            matches!(result, Err(VmError::SpawnThread { what: "vCPU", .. })),
+            "{result:?}"
+        );
+        assert_eq!(spawned, 2, "vCPU 2 must not be spawned after vCPU 1 failed");
+        let exit = vm.wait_timeout(Duration::from_secs(30));
+        match exit {
+            Some(VmExit::VcpuError { vcpu: 1, message }) => {
+                assert!(message.contains("forced failure"), "{message}")
+            }
+            other => panic!("expected vCPU 1's spawn error, got {other:?}"),
+        }
+        assert_eq!(vm.state(), VmState::Exited);
+    }
 }
