@@ -72,12 +72,15 @@ pub fn fetch(cache: &Cache, package: &str) -> Result<Unpacked, DebianError> {
     })
 }
 
-/// The pinned L1 kernel, or the newest 6.1 cloud-amd64 one when apt no
-/// longer has the pinned ABI (recorded in [`L1Kernel::note`]).
-pub fn l1_kernel(cache: &Cache) -> Result<L1Kernel, DebianError> {
-    let (unpacked, note) = match fetch(cache, L1_KERNEL_PACKAGE) {
-        Ok(unpacked) => (unpacked, None),
-        Err(pinned_err) => {
+/// `package` (`rig run --l1-kernel`), else the pinned L1 kernel, or the
+/// newest 6.1 cloud-amd64 one when apt no longer has the pinned ABI
+/// (recorded in [`L1Kernel::note`]). An explicitly named package has no
+/// fallback: a measurement must run on the kernel it names.
+pub fn l1_kernel(cache: &Cache, package: Option<&str>) -> Result<L1Kernel, DebianError> {
+    let (unpacked, note) = match (package, fetch(cache, package.unwrap_or(L1_KERNEL_PACKAGE))) {
+        (_, Ok(unpacked)) => (unpacked, None),
+        (Some(_), Err(err)) => return Err(err),
+        (None, Err(pinned_err)) => {
             let newest = newest_61_cloud_kernel()
                 .map_err(|e| DebianError::NoKernel(format!("{pinned_err}; {e}")))?;
             let note = format!("{L1_KERNEL_PACKAGE} is unavailable ({pinned_err}); using {newest}");

@@ -157,6 +157,9 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 echo "RIG-INIT uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r) cpus=$(nproc) memtotal_kb=$(awk '/^MemTotal/ {{print $2}}' /proc/meminfo)"
+# How L1 backs guest memory (docs/RIG.md, "The emulated host"): transparent
+# huge pages, KSM (merges pages only when run=1), NUMA balancing.
+echo "rig: L1 memory: thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null) ksm_run=$(cat /sys/kernel/mm/ksm/run 2>/dev/null) numa_balancing=$(cat /proc/sys/kernel/numa_balancing 2>/dev/null) cmdline=$(cat /proc/cmdline)"
 loaded=
 failed=
 for m in {modules}; do

@@ -75,6 +75,13 @@ pub struct RunOptions {
     pub cpu: Option<String>,
     /// L1's QEMU `-accel` instead of [`qemu::L1_ACCEL`].
     pub accel: Option<String>,
+    /// The QEMU binary instead of [`qemu::QEMU`] from `PATH`.
+    pub qemu: Option<PathBuf>,
+    /// The L1 kernel package instead of [`debian::L1_KERNEL_PACKAGE`].
+    pub l1_kernel: Option<String>,
+    /// Appended to L1's kernel command line ([`qemu::L1_CMDLINE`]), e.g.
+    /// `transparent_hugepage=never numa_balancing=disable`.
+    pub l1_append: Option<String>,
 }
 
 /// The rig, bound to a repository checkout and a cache.
@@ -129,16 +136,24 @@ impl Rig {
         };
 
         let started = Instant::now();
-        if !qemu::available() {
-            log::info!("{} missing: installing qemu-system-x86", qemu::QEMU);
-            qemu::install()?;
-            notes.push("installed qemu-system-x86 with apt".to_string());
+        let qemu_bin = options
+            .qemu
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(qemu::QEMU));
+        if options.qemu.is_none() && !qemu::available(&qemu_bin) {
+            log::info!("{} missing: running scripts/setup.sh", qemu::QEMU);
+            qemu::install(&self.repo)?;
+            notes.push("installed QEMU with scripts/setup.sh".to_string());
         }
+        let qemu_version = qemu::version(&qemu_bin)
+            .unwrap_or_else(|| format!("`{} --version` failed", qemu_bin.display()));
+        notes.push(format!("L1 QEMU: {} ({qemu_version})", qemu_bin.display()));
         log::info!(
             "fetching the L1 kernel and busybox (cached under {})",
             self.cache.root().display()
         );
-        let kernel = debian::l1_kernel(&self.cache)?;
+        let kernel = debian::l1_kernel(&self.cache, options.l1_kernel.as_deref())?;
+        notes.push(format!("L1 kernel: {}", kernel.package));
         notes.extend(kernel.note.clone());
         let busybox = debian::fetch(&self.cache, debian::BUSYBOX_PACKAGE)?
             .root
@@ -204,7 +219,12 @@ impl Rig {
         log::info!("L1 initramfs: {} MiB", size >> 20);
         step("initramfs", started);
 
+        let append = match options.l1_append.as_deref().map(str::trim) {
+            Some(extra) if !extra.is_empty() => format!("{} {extra}", qemu::L1_CMDLINE),
+            _ => qemu::L1_CMDLINE.to_string(),
+        };
         let spec = qemu::BootSpec {
+            qemu: qemu_bin,
             kernel: kernel.vmlinuz.clone(),
             initrd,
             accel: options
@@ -217,6 +237,7 @@ impl Rig {
                 .unwrap_or_else(|| qemu::L1_CPU.to_string()),
             memory_mib: scenario.header.memory_mib,
             smp: scenario.header.smp,
+            append,
             timeout: options.timeout.unwrap_or(scenario.header.timeout),
             console_log: self
                 .cache

@@ -45,8 +45,8 @@ pub enum QemuError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot start `{QEMU}` (apt-get install qemu-system-x86)")]
-    Spawn(#[source] io::Error),
+    #[error("cannot start `{0}` (scripts/setup.sh installs the pinned qemu-system-x86)")]
+    Spawn(PathBuf, #[source] io::Error),
     #[error("waiting for QEMU failed")]
     Wait(#[source] io::Error),
 }
@@ -54,6 +54,8 @@ pub enum QemuError {
 /// One L1 boot.
 #[derive(Clone, Debug)]
 pub struct BootSpec {
+    /// The QEMU binary ([`QEMU`] from `PATH` unless `rig run --qemu`).
+    pub qemu: PathBuf,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     /// QEMU `-accel` (TCG and its options).
@@ -62,6 +64,8 @@ pub struct BootSpec {
     pub cpu: String,
     pub memory_mib: u32,
     pub smp: u32,
+    /// L1's kernel command line: [`L1_CMDLINE`] plus `rig run --l1-append`.
+    pub append: String,
     pub timeout: Duration,
     pub console_log: PathBuf,
     /// QEMU's human monitor, a Unix socket: on a timeout the rig asks it
@@ -72,7 +76,7 @@ pub struct BootSpec {
 impl BootSpec {
     /// The full QEMU command line.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(QEMU);
+        let mut command = Command::new(&self.qemu);
         command
             .args(["-accel", &self.accel, "-cpu", &self.cpu])
             .args([
@@ -91,7 +95,8 @@ impl BootSpec {
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(&self.initrd)
-            .args(["-append", L1_CMDLINE]);
+            .arg("-append")
+            .arg(&self.append);
         command
     }
 }
@@ -136,7 +141,7 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(QemuError::Spawn)?;
+        .map_err(|e| QemuError::Spawn(spec.qemu.clone(), e))?;
     let lines = spawn_line_reader(child.stdout.take());
     let stderr = spawn_collector(child.stderr.take());
 
@@ -365,9 +370,9 @@ fn summarize_stderr(stderr: &str) -> String {
     kept.join("\n")
 }
 
-/// Whether `qemu-system-x86_64` can be started at all.
-pub fn available() -> bool {
-    Command::new(QEMU)
+/// Whether `qemu` can be started at all.
+pub fn available(qemu: &Path) -> bool {
+    Command::new(qemu)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -375,20 +380,18 @@ pub fn available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs `qemu-system-x86` with apt (the rig runs as root on dev and CI machines).
-pub fn install() -> Result<(), crate::command::CommandError> {
-    crate::command::run(
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "qemu-system-x86",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-    .map(|_| ())
+/// The first line of `qemu --version` (e.g. `QEMU emulator version 10.0.2
+/// (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)`), for the report.
+pub fn version(qemu: &Path) -> Option<String> {
+    let output = Command::new(qemu).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    Some(text.lines().next()?.trim().to_string())
+}
+
+/// Installs the pinned QEMU with the repository's `scripts/setup.sh` (the
+/// rig runs as root on dev and CI machines).
+pub fn install(repo: &Path) -> Result<(), crate::command::CommandError> {
+    crate::command::run(Command::new("bash").arg(repo.join("scripts/setup.sh"))).map(|_| ())
 }
 
 #[cfg(test)]
@@ -398,12 +401,14 @@ mod tests {
     #[test]
     fn command_line_matches_the_documented_l1() {
         let spec = BootSpec {
+            qemu: QEMU.into(),
             kernel: "/k".into(),
             initrd: "/i".into(),
             accel: L1_ACCEL.into(),
             cpu: L1_CPU.into(),
             memory_mib: 3072,
             smp: 2,
+            append: L1_CMDLINE.into(),
             timeout: Duration::from_secs(1),
             console_log: "/l".into(),
             monitor: "/m".into(),

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! rig list
-//! rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--keep] [--quiet]
+//! rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--qemu PATH]
+//!                    [--l1-kernel PACKAGE] [--l1-append ARGS] [--keep] [--quiet]
 //! ```
 //!
 //! Exit codes: 0 all checks passed; 1 a check failed, a promised check is
@@ -16,11 +17,15 @@ use std::time::Duration;
 use mercury_rig::{Rig, RunOptions};
 
 const USAGE: &str =
-    "usage: rig list\n       rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--keep] [--quiet]\n\n\
+    "usage: rig list\n       rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--qemu PATH]\n\
+    \x20              [--l1-kernel PACKAGE] [--l1-append ARGS] [--keep] [--quiet]\n\n\
     Runs tests/rig/scenarios/<scenario>.sh inside an L1 QEMU-TCG VM with nested KVM.\n\
     --timeout SECS  limit for the whole L1 run (default: the scenario's rig-timeout, else 600)\n\
     --cpu MODEL     L1's QEMU -cpu (default: see docs/RIG.md); must keep +svm,+npt\n\
     --accel ACCEL   L1's QEMU -accel (default: see docs/RIG.md), e.g. tcg,thread=single\n\
+    --qemu PATH     L1's QEMU binary (default: qemu-system-x86_64 from PATH, pinned by scripts/setup.sh)\n\
+    --l1-kernel PACKAGE  L1's Debian kernel package (default: see docs/RIG.md)\n\
+    --l1-append ARGS     appended to L1's kernel command line, e.g. transparent_hugepage=never\n\
     --keep          keep the work directory (L1 initramfs) under $MERCURY_CACHE/rig/runs\n\
     --quiet         do not stream the L1 console\n\
     Environment: MERCURY_CACHE (default ~/.cache/mercury), MERCURY_BIN (a static mercury),\n\
@@ -88,6 +93,29 @@ fn parse_run(args: &[String]) -> Result<(String, RunOptions, bool), String> {
             "--accel" => {
                 let value = iter.next().ok_or("--accel needs a QEMU accelerator")?;
                 options.accel = Some(value.clone());
+            }
+            "--qemu" => {
+                let value = iter
+                    .next()
+                    .ok_or("--qemu needs the path of a QEMU binary")?;
+                options.qemu = Some(value.into());
+            }
+            "--l1-kernel" => {
+                let value = iter
+                    .next()
+                    .ok_or("--l1-kernel needs a Debian kernel package name")?;
+                if !value.starts_with("linux-image-") {
+                    return Err(format!(
+                        "--l1-kernel `{value}` is not a Debian kernel package (linux-image-...)"
+                    ));
+                }
+                options.l1_kernel = Some(value.clone());
+            }
+            "--l1-append" => {
+                let value = iter
+                    .next()
+                    .ok_or("--l1-append needs kernel command-line arguments")?;
+                options.l1_append = Some(value.clone());
             }
             "--cpu" => {
                 let value = iter.next().ok_or("--cpu needs a QEMU CPU model")?;
@@ -165,6 +193,30 @@ mod tests {
         assert_eq!(options.timeout, Some(Duration::from_secs(90)));
         assert!(options.keep && !quiet);
         assert_eq!(options.cpu.as_deref(), Some("EPYC,+svm"));
+        let (_, options, _) = parse_run(&args(&[
+            "smp-stress",
+            "--qemu",
+            "/opt/q/qemu",
+            "--l1-kernel",
+            "linux-image-6.12.117+deb12-cloud-amd64-unsigned",
+            "--l1-append",
+            "transparent_hugepage=never",
+        ]))
+        .unwrap();
+        assert_eq!(
+            options.qemu.as_deref(),
+            Some(std::path::Path::new("/opt/q/qemu"))
+        );
+        assert_eq!(
+            options.l1_kernel.as_deref(),
+            Some("linux-image-6.12.117+deb12-cloud-amd64-unsigned")
+        );
+        assert_eq!(
+            options.l1_append.as_deref(),
+            Some("transparent_hugepage=never")
+        );
+        let err = parse_run(&args(&["smoke", "--l1-kernel", "6.12"])).unwrap_err();
+        assert!(err.contains("`6.12`"), "{err}");
         assert!(parse_run(&args(&["--timeout", "x", "smoke"])).is_err());
         assert!(parse_run(&args(&["a", "b"])).is_err());
         assert!(parse_run(&args(&["--bogus"])).is_err());
