@@ -92,12 +92,41 @@ fn stop_a_halted_guest() {
     assert!(vm.first_run().is_some());
 }
 
+/// Each VM times its boot from its own origin: a VM built after another
+/// (and after a pause) reports only its own boot time, and a caller's
+/// origin is honoured.
 #[test]
-fn dropping_a_running_vm_stops_it() {
-    let dir = TempDir::new("drop");
-    let mut config = config_with_serial_file(&guest_image("test-guest"), &dir);
-    config.cmdline = "checks=halt".into();
-    let mut vm = Vm::new(config).unwrap();
-    vm.start().unwrap();
-    drop(vm); // must not hang
+fn each_vm_times_its_boot_from_its_own_origin() {
+    let boot_timer_run = |origin: Option<Instant>| {
+        let dir = TempDir::new("origin");
+        let mut config = config_with_serial_file(&guest_image("test-guest"), &dir);
+        config.cmdline = "checks=timer".into();
+        let mut vm = match origin {
+            Some(origin) => Vm::with_origin(config, origin).unwrap(),
+            None => Vm::new(config).unwrap(),
+        };
+        vm.start().unwrap();
+        let exit = vm.wait_timeout(Duration::from_secs(60));
+        assert_eq!(exit, Some(VmExit::Reset));
+        vm.boot_time().expect("the guest wrote the boot timer")
+    };
+    // A first VM, then time passes: with one origin per process, the
+    // second VM's boot time would include both.
+    boot_timer_run(None);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = Instant::now();
+    let second = boot_timer_run(None);
+    let whole_run = before.elapsed();
+    assert!(
+        second <= whole_run,
+        "boot time {second:?} exceeds the {whole_run:?} the VM existed"
+    );
+    let hour = Duration::from_secs(3600);
+    if let Some(origin) = Instant::now().checked_sub(hour) {
+        let given = boot_timer_run(Some(origin));
+        assert!(
+            given >= hour,
+            "boot time {given:?} ignores the given origin"
+        );
+    }
 }
