@@ -27,6 +27,9 @@ use crate::BusDevice;
 /// is about to take over, so the guest goes on running) is only logged.
 pub struct PvPanic {
     panicked: EventFdTrigger,
+    /// Event writes: a guest may write the port in a loop, so only the 1st,
+    /// 2nd, 4th, ... are logged, with the running count.
+    reports: LogLimiter,
     ignored_accesses: LogLimiter,
 }
 
@@ -42,6 +45,7 @@ impl PvPanic {
     pub fn new() -> io::Result<Self> {
         Ok(PvPanic {
             panicked: EventFdTrigger::new()?,
+            reports: LogLimiter::default(),
             ignored_accesses: LogLimiter::default(),
         })
     }
@@ -53,12 +57,16 @@ impl PvPanic {
 
     fn write_events(&self, value: u8) {
         if value & Self::PANICKED != 0 {
-            warn!("pvpanic: guest kernel panicked (event {value:#04x})");
+            if let Some(count) = self.reports.hit() {
+                warn!("pvpanic: guest kernel panicked (event {value:#04x}; report {count})");
+            }
             if let Err(e) = self.panicked.trigger() {
                 warn!("pvpanic: cannot signal the panic event: {e}");
             }
         } else if value & Self::CRASH_LOADED != 0 {
-            info!("pvpanic: guest kernel panicked with a crash kernel loaded (event {value:#04x}); it keeps running");
+            if let Some(count) = self.reports.hit() {
+                info!("pvpanic: guest kernel panicked with a crash kernel loaded (event {value:#04x}; report {count}); it keeps running");
+            }
         } else {
             self.ignore("write", 0, 1);
         }
@@ -96,6 +104,7 @@ impl fmt::Debug for PvPanic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PvPanic")
             .field("panic_evt", self.panic_evt())
+            .field("reports", &self.reports.count())
             .field("ignored_accesses", &self.ignored_accesses.count())
             .finish()
     }
@@ -156,5 +165,70 @@ mod tests {
         dev.write(0, &[]);
         dev.write(u64::MAX, &[PvPanic::PANICKED]);
         assert!(!panicked(&dev));
+    }
+
+    /// Log lines recorded per thread, so that tests running in parallel
+    /// count only their own.
+    mod capture {
+        use std::sync::{Mutex, Once};
+        use std::thread::{self, ThreadId};
+
+        static LINES: Mutex<Vec<(ThreadId, String)>> = Mutex::new(Vec::new());
+
+        struct Capture;
+
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record) {
+                let line = format!("{} {}", record.level(), record.args());
+                let mut lines = LINES.lock().unwrap_or_else(|e| e.into_inner());
+                lines.push((thread::current().id(), line));
+            }
+            fn flush(&self) {}
+        }
+
+        static CAPTURE: Capture = Capture;
+
+        pub(super) fn install() {
+            static ONCE: Once = Once::new();
+            ONCE.call_once(|| {
+                log::set_logger(&CAPTURE).expect("no other logger in this test binary");
+                log::set_max_level(log::LevelFilter::Trace);
+            });
+        }
+
+        /// Lines this thread logged that contain `needle`.
+        pub(super) fn lines_containing(needle: &str) -> usize {
+            let me = thread::current().id();
+            let lines = LINES.lock().unwrap_or_else(|e| e.into_inner());
+            lines
+                .iter()
+                .filter(|(thread, line)| *thread == me && line.contains(needle))
+                .count()
+        }
+    }
+
+    /// A guest writing the port in a loop cannot flood the log: of 1000
+    /// reports, the 1st, 2nd, 4th ... 512th are logged (10 lines), yet every
+    /// panic write still signals the event.
+    #[test]
+    fn repeated_reports_are_rate_limited() {
+        capture::install();
+        let mut dev = PvPanic::new().unwrap();
+        for _ in 0..1000 {
+            dev.write(0, &[PvPanic::PANICKED]);
+        }
+        assert_eq!(
+            capture::lines_containing("guest kernel panicked (event"),
+            10
+        );
+        assert_eq!(dev.panic_evt().read().unwrap(), 1000);
+        for _ in 0..1000 {
+            dev.write(0, &[PvPanic::CRASH_LOADED]);
+        }
+        // One limiter for both kinds: reports 1001..2000 hold one power of two.
+        assert_eq!(capture::lines_containing("crash kernel loaded"), 1);
     }
 }
