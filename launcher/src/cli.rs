@@ -54,7 +54,7 @@ pub(crate) struct RunArgs {
     cmdline: Option<String>,
     /// Number of vCPUs, 1..=32 [default: 1].
     #[arg(long)]
-    vcpus: Option<u64>,
+    vcpus: Option<i64>,
     /// Guest memory in MiB [default: 128].
     #[arg(long, value_name = "MIB")]
     memory: Option<u64>,
@@ -78,8 +78,8 @@ enum InputError {
         #[source]
         source: std::io::Error,
     },
-    #[error("vcpus {0} is out of range (1..={max})", max = vmm_core::MAX_VCPUS)]
-    VcpusOutOfRange(u64),
+    #[error(transparent)]
+    Config(#[from] vmm_core::ConfigError),
 }
 
 fn load_config(args: RunArgs) -> Result<VmConfig, InputError> {
@@ -107,7 +107,7 @@ fn load_config(args: RunArgs) -> Result<VmConfig, InputError> {
         config.cmdline = cmdline;
     }
     if let Some(vcpus) = args.vcpus {
-        config.vcpus = u8::try_from(vcpus).map_err(|_| InputError::VcpusOutOfRange(vcpus))?;
+        config.vcpus = vmm_core::check_vcpus(vcpus)?;
     }
     if let Some(memory) = args.memory {
         config.memory_mib = memory;
@@ -229,6 +229,31 @@ mod tests {
     fn unknown_toml_field_is_an_error() {
         let e = toml::from_str::<VmConfig>("kernel = \"/k\"\nmemroy = 5\n").unwrap_err();
         assert!(e.to_string().contains("memroy"), "{e}");
+    }
+
+    /// The config file and the flag get the same range message.
+    #[test]
+    fn vcpus_out_of_range_in_toml_is_named_like_the_flag() {
+        let e = toml::from_str::<VmConfig>("kernel = \"/k\"\nvcpus = 300\n").unwrap_err();
+        assert!(
+            e.to_string().contains("vcpus 300 is out of range (1..=32)"),
+            "{e}"
+        );
+        let args = RunArgs {
+            config: None,
+            kernel: Some("/k".into()),
+            initrd: None,
+            cmdline: None,
+            vcpus: Some(300),
+            memory: None,
+            serial: None,
+        };
+        assert_eq!(
+            load_config(args).unwrap_err().to_string(),
+            "vcpus 300 is out of range (1..=32)"
+        );
+        let e = toml::from_str::<VmConfig>("kernel = \"/k\"\nvcpus = 0\n").unwrap_err();
+        assert!(e.to_string().contains("vcpus 0 is out of range"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use linux_loader::cmdline::Cmdline;
 use log::info;
 use vm_memory::{Address, GuestMemoryMmap};
 
-use crate::arch::{self, layout, ArchError, InitrdRegion, KernelImage};
+use crate::arch::{self, ArchError, InitrdRegion, KernelImage};
 use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::lifecycle::Lifecycle;
@@ -25,14 +25,9 @@ pub enum BuildError {
     /// The kernel command line is invalid or too long.
     #[error("kernel command line: {0}")]
     Cmdline(#[source] linux_loader::cmdline::Error),
-    /// The kernel command line is longer than the architecture allows.
-    #[error("kernel command line is {len} bytes; at most {max} fit")]
-    CmdlineTooLong {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
+    /// The kernel command line cannot be written for the guest (too long).
+    #[error(transparent)]
+    LoadCmdline(ArchError),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -112,6 +107,7 @@ pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltV
     vcpu::install_kick_handler().map_err(BuildError::SignalHandler)?;
     let kvm = open_kvm()?;
 
+    memory::check_host_can_back(config.memory_mib)?;
     let mem_size = config.memory_mib << 20;
     let memory = memory::create_guest_memory(&arch::memory_regions(mem_size), config.memory_mib)?;
     // Images first: a bad kernel or initrd fails before any host-visible
@@ -128,10 +124,7 @@ pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltV
         None => None,
     };
     let cmdline = build_cmdline(&config.cmdline)?;
-    arch::load_cmdline(&memory, &cmdline).map_err(|source| BuildError::Kernel {
-        path: config.kernel.clone(),
-        source,
-    })?;
+    arch::load_cmdline(&memory, &cmdline).map_err(BuildError::LoadCmdline)?;
 
     let vm = create_vm(&kvm, &memory)?;
     arch::setup_vm(&vm).map_err(BuildError::VmSetup)?;
@@ -225,18 +218,11 @@ fn open_image(what: &'static str, path: &Path) -> Result<File, BuildError> {
     })
 }
 
-/// The guest command line: the user's, within the architecture's limit.
-/// Devices that announce themselves on the command line (virtio-mmio) will
-/// append here.
+/// The guest command line: the user's. Devices that announce themselves on
+/// the command line (virtio-mmio) will append here; its length is checked
+/// once, where it is written into the guest ([`arch::load_cmdline`]).
 fn build_cmdline(user: &str) -> Result<Cmdline, BuildError> {
-    // The limit counts the terminating NUL.
-    if user.len() >= layout::CMDLINE_MAX_SIZE {
-        return Err(BuildError::CmdlineTooLong {
-            len: user.len(),
-            max: layout::CMDLINE_MAX_SIZE - 1,
-        });
-    }
-    let mut cmdline = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(BuildError::Cmdline)?;
+    let mut cmdline = Cmdline::new(usize::MAX).map_err(BuildError::Cmdline)?;
     cmdline.insert_str(user).map_err(BuildError::Cmdline)?;
     Ok(cmdline)
 }

@@ -67,7 +67,7 @@ impl fmt::Display for SerialSink {
 #[non_exhaustive]
 pub struct VmConfig {
     /// Number of vCPUs, 1..=[`MAX_VCPUS`].
-    #[serde(default = "default_vcpus")]
+    #[serde(default = "default_vcpus", deserialize_with = "deserialize_vcpus")]
     pub vcpus: u8,
     /// Guest memory in MiB.
     #[serde(default = "default_memory_mib")]
@@ -90,6 +90,22 @@ pub struct VmConfig {
 
 fn default_vcpus() -> u8 {
     1
+}
+
+/// The vCPU count from any integer, with [`check_vcpus`]'s message (serde's
+/// own for a `u8` would say "expected u8").
+fn deserialize_vcpus<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    let count = i64::deserialize(deserializer)?;
+    check_vcpus(count).map_err(serde::de::Error::custom)
+}
+
+/// A vCPU count as given by a user (CLI flag, config file), checked against
+/// 1..=[`MAX_VCPUS`]: the one place this range is enforced.
+pub fn check_vcpus(count: i64) -> Result<u8, ConfigError> {
+    u8::try_from(count)
+        .ok()
+        .filter(|n| (1..=MAX_VCPUS).contains(n))
+        .ok_or(ConfigError::VcpusOutOfRange(count))
 }
 
 fn default_memory_mib() -> u64 {
@@ -130,7 +146,7 @@ pub enum ConfigError {
     MemoryOutOfRange(u64),
     /// vCPU count out of range.
     #[error("vcpus {0} is out of range (1..={MAX_VCPUS})")]
-    VcpusOutOfRange(u64),
+    VcpusOutOfRange(i64),
 }
 
 impl VmConfig {
@@ -151,9 +167,7 @@ impl VmConfig {
     /// Checks every value that can be checked without building the VM.
     /// Whether kernel and initrd fit in memory is checked when loading them.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(ConfigError::VcpusOutOfRange(self.vcpus.into()));
-        }
+        check_vcpus(self.vcpus.into())?;
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(ConfigError::MemoryOutOfRange(self.memory_mib));
         }
@@ -215,7 +229,7 @@ mod tests {
         for bad in [0, MAX_VCPUS + 1] {
             cfg.vcpus = bad;
             let e = cfg.validate().unwrap_err();
-            assert!(matches!(e, ConfigError::VcpusOutOfRange(v) if v == u64::from(bad)));
+            assert!(matches!(e, ConfigError::VcpusOutOfRange(v) if v == i64::from(bad)));
             assert!(e.to_string().contains(&bad.to_string()));
         }
         cfg.vcpus = MAX_VCPUS;

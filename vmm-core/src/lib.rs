@@ -32,7 +32,9 @@ mod vmm_thread;
 pub use arch::{ArchError, BootProtocol};
 pub use builder::BuildError;
 pub use bus::BusError;
-pub use config::{ConfigError, SerialSink, VmConfig, DEFAULT_CMDLINE, MAX_VCPUS, MIN_MEMORY_MIB};
+pub use config::{
+    check_vcpus, ConfigError, SerialSink, VmConfig, DEFAULT_CMDLINE, MAX_VCPUS, MIN_MEMORY_MIB,
+};
 pub use device_manager::DeviceError;
 pub use lifecycle::{FirstRun, VmExit};
 pub use memory::MemoryError;

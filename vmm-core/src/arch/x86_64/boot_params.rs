@@ -10,8 +10,8 @@ use super::{ArchError, BootInfo};
 
 /// `setup_header.boot_flag`: the boot sector signature.
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
-/// `setup_header.header`: "HdrS".
-const KERNEL_HDR_MAGIC: u32 = 0x5372_6448;
+/// `setup_header.header`: "HdrS", what tells a bzImage apart.
+pub(super) const KERNEL_HDR_MAGIC: u32 = 0x5372_6448;
 /// `setup_header.type_of_loader`: "undefined" boot loader.
 const KERNEL_LOADER_OTHER: u8 = 0xff;
 /// `setup_header.kernel_alignment`: 16 MiB, as Firecracker.

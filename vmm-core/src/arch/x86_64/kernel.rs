@@ -9,19 +9,20 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 use linux_loader::cmdline::Cmdline;
-use linux_loader::elf::{Elf64_Ehdr, Elf64_Phdr, ELFMAG, PT_LOAD};
+use linux_loader::elf::{
+    Elf64_Ehdr, Elf64_Phdr, EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, PT_LOAD,
+};
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::boot_params::KERNEL_HDR_MAGIC;
 use super::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START};
 use super::memory::low_ram_end;
 use super::{ArchError, BootProtocol, InitrdRegion, KernelImage};
 
 /// Offset of the setup header in a bzImage (Linux boot protocol).
 const SETUP_HEADER_OFFSET: u64 = 0x1f1;
-/// `setup_header.header` of a bzImage: "HdrS".
-const SETUP_HEADER_MAGIC: u32 = 0x5372_6448;
 /// Size of a real-mode setup sector.
 const SECTOR_SIZE: u64 = 512;
 /// Setup sectors a header with `setup_sects == 0` means (boot protocol).
@@ -62,7 +63,7 @@ fn read_setup_header(kernel: &mut File) -> Result<Option<setup_header>, ArchErro
     let found = read_at(kernel, SETUP_HEADER_OFFSET, header.as_mut_slice())?;
     // Copy out of the packed struct before comparing.
     let magic = header.header;
-    Ok((found && magic == SETUP_HEADER_MAGIC).then_some(header))
+    Ok((found && magic == KERNEL_HDR_MAGIC).then_some(header))
 }
 
 /// Reads `buf.len()` bytes at `offset`; Ok(false) if the file is shorter.
@@ -90,6 +91,7 @@ fn check_kernel_fits(mem: &GuestMemoryMmap, kernel_end: u64) -> Result<(), ArchE
 }
 
 fn load_elf(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<KernelImage, ArchError> {
+    check_elf_is_x86_64(kernel)?;
     // Check the size up front: the loader would only say that a read failed.
     if let Some(end) = elf_load_end(kernel)? {
         check_kernel_fits(mem, end)?;
@@ -108,6 +110,53 @@ fn load_elf(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<KernelImage, Arc
         kernel_end: GuestAddress(loaded.kernel_end),
         setup_header: None,
     })
+}
+
+/// Offset of `e_machine` in an ELF header, the same for 32 and 64 bits.
+const ELF_MACHINE_OFFSET: usize = 18;
+
+/// Refuses an ELF built for another machine with a message naming it (the
+/// loader would report only the first field it dislikes, e.g. "big-endian
+/// binary" for a PowerPC kernel).
+fn check_elf_is_x86_64(kernel: &mut File) -> Result<(), ArchError> {
+    let mut header = [0u8; ELF_MACHINE_OFFSET + 2];
+    if !read_at(kernel, 0, &mut header)? {
+        // Too short for a header: the loader names that.
+        return Ok(());
+    }
+    let class = header[EI_CLASS];
+    let little_endian = header[EI_DATA] == ELFDATA2LSB;
+    let machine_bytes = [header[ELF_MACHINE_OFFSET], header[ELF_MACHINE_OFFSET + 1]];
+    let machine = if little_endian {
+        u16::from_le_bytes(machine_bytes)
+    } else {
+        u16::from_be_bytes(machine_bytes)
+    };
+    if machine == EM_X86_64 && class == ELFCLASS64 && little_endian {
+        return Ok(());
+    }
+    Err(ArchError::ElfNotX86_64 {
+        machine: elf_machine_name(machine),
+        bits: if class == ELFCLASS64 { 64 } else { 32 },
+        endian: if little_endian { "little" } else { "big" },
+    })
+}
+
+/// A readable name for the ELF machines a kernel is most often built for.
+fn elf_machine_name(machine: u16) -> String {
+    match machine {
+        3 => "i386".into(),
+        8 => "MIPS".into(),
+        20 => "PowerPC".into(),
+        21 => "PowerPC64".into(),
+        22 => "s390".into(),
+        40 => "ARM".into(),
+        62 => "x86-64".into(),
+        183 => "AArch64".into(),
+        243 => "RISC-V".into(),
+        258 => "LoongArch".into(),
+        other => format!("machine {other}"),
+    }
 }
 
 /// The end of the highest segment the ELF loader will copy (`PT_LOAD` with
@@ -223,8 +272,8 @@ pub(super) fn cmdline_size(cmdline: &Cmdline) -> Result<usize, ArchError> {
         .len();
     if size > CMDLINE_MAX_SIZE {
         return Err(ArchError::CmdlineTooLong {
-            size,
-            max: CMDLINE_MAX_SIZE,
+            len: size - 1,
+            max: CMDLINE_MAX_SIZE - 1,
         });
     }
     Ok(size)
@@ -245,7 +294,7 @@ pub(super) fn load_cmdline(mem: &GuestMemoryMmap, cmdline: &Cmdline) -> Result<(
 mod tests {
     use std::io::Write;
 
-    use linux_loader::elf::{Elf64_Nhdr, ELFCLASS64, EM_X86_64, ET_EXEC, PT_NOTE};
+    use linux_loader::elf::{Elf64_Nhdr, ET_EXEC, PT_NOTE};
     use vmm_sys_util::tempfile::TempFile;
 
     use super::super::memory::tests::guest_memory;
@@ -354,7 +403,7 @@ mod tests {
             init_size,
             setup_sects: 1,
             boot_flag: 0xaa55,
-            header: SETUP_HEADER_MAGIC,
+            header: KERNEL_HDR_MAGIC,
             version,
             loadflags: 1, // LOADED_HIGH
             code32_start: KERNEL_ADDR as u32,
@@ -374,6 +423,47 @@ mod tests {
             protocol: BootProtocol::Linux64,
             kernel_end: GuestAddress(kernel_end),
             setup_header: None,
+        }
+    }
+
+    #[test]
+    fn an_elf_for_another_machine_is_named() {
+        let mem = guest_memory(64 * MIB);
+        for (machine, big_endian, class, expected) in [
+            (
+                183u16,
+                false,
+                ELFCLASS64,
+                "an ELF for AArch64 (64-bit, little-endian)",
+            ),
+            (
+                21,
+                true,
+                ELFCLASS64,
+                "an ELF for PowerPC64 (64-bit, big-endian)",
+            ),
+            (3, false, 1, "an ELF for i386 (32-bit, little-endian)"),
+            (
+                EM_X86_64,
+                false,
+                1,
+                "an ELF for x86-64 (32-bit, little-endian)",
+            ),
+        ] {
+            let mut image = elf_image(&[0x90; 16], 16, false);
+            image[EI_CLASS] = class;
+            image[EI_DATA] = if big_endian { 2 } else { 1 };
+            let bytes = if big_endian {
+                machine.to_be_bytes()
+            } else {
+                machine.to_le_bytes()
+            };
+            image[ELF_MACHINE_OFFSET..ELF_MACHINE_OFFSET + 2].copy_from_slice(&bytes);
+            let (_tmp, mut file) = file_with(&image);
+            let err = load_kernel(&mem, &mut file).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(message.contains("not an x86-64 kernel"), "{message}");
         }
     }
 
@@ -561,9 +651,9 @@ mod tests {
         let mut cmdline = Cmdline::new(2 * CMDLINE_MAX_SIZE).unwrap();
         cmdline.insert_str("x".repeat(CMDLINE_MAX_SIZE)).unwrap();
         match load_cmdline(&mem, &cmdline) {
-            Err(ArchError::CmdlineTooLong { size, max }) => {
-                assert_eq!(size, CMDLINE_MAX_SIZE + 1);
-                assert_eq!(max, CMDLINE_MAX_SIZE);
+            Err(ArchError::CmdlineTooLong { len, max }) => {
+                assert_eq!(len, CMDLINE_MAX_SIZE);
+                assert_eq!(max, CMDLINE_MAX_SIZE - 1);
             }
             other => panic!("expected CmdlineTooLong, got {other:?}"),
         }

@@ -60,12 +60,13 @@ pub enum ArchError {
     /// The command line cannot be turned into a C string.
     #[error("invalid kernel command line")]
     CmdlineInvalid(#[source] linux_loader::cmdline::Error),
-    /// The command line is longer than the guest accepts.
-    #[error("kernel command line is {size} bytes (NUL included), more than the {max} allowed")]
+    /// The command line (with what devices appended) is longer than the
+    /// guest accepts. The one place this limit is checked.
+    #[error("kernel command line is {len} bytes; at most {max} fit")]
     CmdlineTooLong {
-        /// Size with the terminating NUL.
-        size: usize,
-        /// [`layout::CMDLINE_MAX_SIZE`].
+        /// Its length, without the terminating NUL.
+        len: usize,
+        /// [`layout::CMDLINE_MAX_SIZE`] less the NUL.
         max: usize,
     },
     /// Writing the command line into guest memory failed.
@@ -83,6 +84,18 @@ pub enum ArchError {
     /// `KVM_CREATE_PIT2` failed.
     #[error("failed to create the in-kernel PIT")]
     CreatePit(#[source] kvm_ioctls::Error),
+    /// The kernel is an ELF for another machine, word size or byte order.
+    #[error(
+        "kernel image is an ELF for {machine} ({bits}-bit, {endian}-endian), not an x86-64 kernel"
+    )]
+    ElfNotX86_64 {
+        /// The ELF's machine, by name when known.
+        machine: String,
+        /// 32 or 64 (`EI_CLASS`).
+        bits: u8,
+        /// "little" or "big" (`EI_DATA`).
+        endian: &'static str,
+    },
     /// The ELF loader rejected the image.
     #[error("failed to load the ELF kernel")]
     ElfLoad(#[source] linux_loader::loader::Error),
