@@ -5,13 +5,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use mercury_tests::{guest_image, output_after, TempDir};
+use mercury_tests::{
+    guest_image, output_after, output_within, wait_within, TempDir, CHILD_TIMEOUT,
+};
 
+/// Runs `mercury ARGS`; a run that does not end within [`CHILD_TIMEOUT`] is
+/// killed and fails the test with what it printed (the guest console, when
+/// it goes to stdout).
 fn mercury(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mercury"))
-        .args(args)
-        .output()
-        .expect("run mercury")
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_mercury")).args(args),
+        CHILD_TIMEOUT,
+    )
 }
 
 fn stderr(out: &Output) -> String {
@@ -220,6 +225,34 @@ fn memory_out_of_range_is_named() {
     );
 }
 
+/// 1 TiB passes the range check but no test host has that much RAM and
+/// swap: refused before anything is mapped, naming both sizes.
+#[test]
+fn memory_the_host_cannot_back_is_refused() {
+    let kernel = guest_image("test-guest");
+    assert_input_error(
+        &["run", "--kernel", path_str(&kernel), "--memory", "1048576"],
+        "memory 1048576 MiB is more than this host can back (",
+    );
+}
+
+/// A kernel built for another machine is named as such.
+#[test]
+fn kernel_for_another_machine_is_named() {
+    let dir = TempDir::new("cli-arm64");
+    let kernel = dir.path().join("vmlinux-arm64");
+    // The first bytes of an AArch64 ELF: magic, 64-bit, little-endian,
+    // version 1, then e_type EXEC and e_machine 183.
+    let mut header = vec![0u8; 64];
+    header[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    header[16..20].copy_from_slice(&[2, 0, 183, 0]);
+    std::fs::write(&kernel, header).unwrap();
+    assert_input_error(
+        &["run", "--kernel", path_str(&kernel)],
+        "is an ELF for AArch64 (64-bit, little-endian), not an x86-64 kernel",
+    );
+}
+
 #[test]
 fn bad_config_file_is_named() {
     let dir = TempDir::new("cli-badtoml");
@@ -236,27 +269,52 @@ fn bad_config_file_is_named() {
 fn no_access_to_dev_kvm_is_reported() {
     // Run as an unprivileged user who may not open /dev/kvm (mode 0600
     // root) but may read the kernel, which we copy to a world-readable place.
+    const NOBODY: u32 = 65534;
+    let kvm_mode = std::fs::metadata("/dev/kvm")
+        .expect("/dev/kvm: this suite runs on KVM")
+        .permissions()
+        .mode();
+    assert_eq!(
+        kvm_mode & 0o006,
+        0,
+        "/dev/kvm is open to every user (mode {kvm_mode:o}): no user lacks access to it here"
+    );
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        // As non-root, /dev/kvm access is the environment's: covered when
-        // the suite runs as root, as CI does.
-        eprintln!("skipping: needs root to drop privileges");
-        return;
-    }
+    let euid = unsafe { libc::geteuid() };
     let dir = TempDir::new("cli-nokvm");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let kernel = dir.path().join("guest");
     std::fs::copy(guest_image("test-guest"), &kernel).unwrap();
     std::fs::set_permissions(&kernel, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_mercury"))
-        .args(["run", "--kernel", path_str(&kernel)])
-        .output()
-        .expect("run setpriv");
+    let mut command = if euid == 0 {
+        let mut setpriv = Command::new("setpriv");
+        setpriv
+            .arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .args(["--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_mercury"));
+        setpriv
+    } else {
+        // Not root: this user must be one without access, or the test
+        // cannot show anything.
+        assert!(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .is_err(),
+            "run this test as root (it drops privileges) or as a user who cannot open /dev/kvm"
+        );
+        Command::new(env!("CARGO_BIN_EXE_mercury"))
+    };
+    let out = output_within(
+        command.args(["run", "--kernel", path_str(&kernel)]),
+        CHILD_TIMEOUT,
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("/dev/kvm"), "{err}");
+    assert!(err.contains("cannot open /dev/kvm"), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
 }
 
 #[test]
@@ -292,21 +350,36 @@ fn termination_signals_stop_the_vm_with_exit_4() {
             .spawn()
             .expect("spawn mercury");
         // Wait until the guest runs (it prints its check line, then halts).
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut seen = String::new();
-        let mut line = String::new();
-        while stdout.read_line(&mut line).expect("read guest output") > 0 {
-            seen.push_str(&line);
-            if line.starts_with("CHECK serial") {
-                break;
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
             }
-            line.clear();
+        });
+        let mut seen = String::new();
+        let deadline = std::time::Instant::now() + CHILD_TIMEOUT;
+        while !seen.contains("CHECK serial") {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => seen.push_str(&(line + "\n")),
+                Err(_) => {
+                    let _ = child.kill();
+                    let out = wait_within(child, CHILD_TIMEOUT, "mercury");
+                    panic!(
+                        "{name}: the guest never reported its serial check\nguest output:\n{seen}\nstderr:\n{}",
+                        stderr(&out)
+                    );
+                }
+            }
         }
         assert!(seen.contains("CHECK serial PASS"), "guest output:\n{seen}");
         // SAFETY: kill(2) on the PID of a child we have not reaped.
         let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         assert_eq!(rc, 0, "kill({name})");
-        let out = child.wait_with_output().expect("wait for mercury");
+        let out = wait_within(child, CHILD_TIMEOUT, "mercury after a stop signal");
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(4), "{name}: stderr:\n{err}");
         assert!(

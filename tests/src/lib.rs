@@ -2,10 +2,12 @@
 //! on real KVM, and reading what the guest reported over its serial port.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use vmm_core::{SerialSink, Vm, VmConfig, VmExit};
 
@@ -175,6 +177,63 @@ pub fn run_guest(config: VmConfig) -> GuestRun {
     }
 }
 
+/// Longest a child process (a `mercury` run) may take before a test kills
+/// it and fails. Generous for the same reason as [`GUEST_TIMEOUT`].
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `command` to completion with stdin closed and its output captured,
+/// like [`Command::output`], but kills it and panics, with what it printed,
+/// if it runs longer than `limit`.
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    wait_within(child, limit, &format!("{command:?}"))
+}
+
+/// Waits for `child` (its stdout and stderr piped, or already taken) and
+/// collects its output; kills it and panics with that output if it has not
+/// exited within `limit`.
+pub fn wait_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => break None,
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    };
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{what} did not exit within {limit:?}; killed.\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout.join().unwrap_or_default()),
+            String::from_utf8_lossy(&stderr.join().unwrap_or_default()),
+        );
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +248,34 @@ mod tests {
         assert_eq!(checks["x"], (false, "why".to_string()));
         assert_eq!(detail_value("cpus=4 expected=4", "expected"), Some("4"));
         assert_eq!(detail_value("cpus=4", "cpu"), None);
+    }
+
+    #[test]
+    fn a_child_that_outlives_its_limit_is_killed_and_reported() {
+        let out = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 7"]),
+            Duration::from_secs(30),
+        );
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        let started = Instant::now();
+        let hung = std::panic::catch_unwind(|| {
+            output_within(
+                Command::new("sh").args(["-c", "echo before-hang; exec sleep 600"]),
+                Duration::from_millis(300),
+            )
+        });
+        let message = *hung
+            .expect_err("a hung child must fail the test")
+            .downcast::<String>()
+            .unwrap();
+        assert!(message.contains("did not exit within"), "{message}");
+        assert!(message.contains("before-hang"), "{message}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the child was not killed"
+        );
     }
 
     #[test]
