@@ -9,6 +9,26 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+
+# Can this host's KVM run a Linux kernel? Hardware virtualization loads
+# kvm_intel or kvm_amd. A paravirtual KVM such as kvm_pvm (this project's
+# own CI hosts) interprets guest kernel code and lacks instructions Linux
+# uses, so a Linux guest dies early there: say so before building a kernel.
+linux_capable_kvm() {
+  [[ -d /sys/module/kvm_intel || -d /sys/module/kvm_amd ]]
+}
+if [[ "${1:-}" == linux ]] && ! linux_capable_kvm && [[ -z "${MERCURY_DEMO_FORCE:-}" ]]; then
+  provider=$(ls -d /sys/module/kvm_* 2>/dev/null | xargs -r -n1 basename | paste -sd, -)
+  cat >&2 <<EOF
+demo: this host's /dev/kvm cannot boot a Linux guest: no hardware
+demo: virtualization module (kvm_intel, kvm_amd) is loaded${provider:+; KVM comes from $provider}.
+demo: Boot Linux guests in the L1 rig instead (a QEMU VM with a real KVM inside):
+demo:   cargo run -p mercury-rig -- run linux-boot
+demo: (docs/RIG.md). MERCURY_DEMO_FORCE=1 tries anyway.
+EOF
+  exit 1
+fi
+
 bash scripts/setup.sh
 cargo build --release -p launcher >&2
 mercury=target/release/mercury

@@ -8,9 +8,15 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 bash scripts/setup.sh
 # Build the guest images first so their (long, first-time) builds show up
-# as their own step rather than inside a test's timeout.
-for image in test-guest test-guest-elf64 test-guest-bzimage; do
-  echo "test: guest image $image: $(guest-images/build "$image")"
+# as their own step rather than inside a test's timeout. The Linux kernel
+# takes ~4-5 min on 2 cores the first time (then it is cached by a hash of
+# its inputs); its build prints its progress on stderr.
+for image in test-guest test-guest-elf64 test-guest-bzimage \
+    linux-kernel linux-elf64 linux-bzimage initramfs; do
+  started=$SECONDS
+  echo "test: guest image $image: building (or checking the cache)..."
+  path=$(guest-images/build "$image")
+  echo "test: guest image $image: $path ($((SECONDS - started)) s)"
 done
 cargo test --workspace --exclude mercury-rig
 cargo test -p mercury-rig -- --test-threads=1
