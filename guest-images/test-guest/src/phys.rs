@@ -51,3 +51,13 @@ pub unsafe fn mmio_write8(addr: u64, value: u8) {
     // SAFETY: guaranteed by the caller; volatile keeps the access as written.
     unsafe { ptr::write_volatile(addr as *mut u8, value) }
 }
+
+/// Reads a 64-bit MMIO register (one 8-byte access).
+///
+/// # Safety
+/// `addr` must be an 8-byte aligned register address in the MMIO gap whose
+/// read has no side effect on memory.
+pub unsafe fn mmio_read64(addr: u64) -> u64 {
+    // SAFETY: guaranteed by the caller; volatile keeps the access as written.
+    unsafe { ptr::read_volatile(addr as *const u64) }
+}
