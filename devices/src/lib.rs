@@ -5,6 +5,7 @@
 //! address ranges) and wires their interrupt and reset `EventFd`s to KVM.
 
 pub mod legacy;
+pub mod virtio;
 
 /// A device on a PIO or MMIO bus.
 ///
