@@ -44,14 +44,26 @@ fn guest_reset_exits_zero_and_serial_reaches_stdout() {
         "stdout:\n{stdout}\nstderr:\n{}",
         stderr(&out)
     );
-    assert!(stdout.contains("CHECK serial PASS"), "{stdout}");
-    // The boot timer is logged with its value.
+    assert!(
+        stdout.contains("CHECK serial PASS scratch=5a,a5 lsr=0x60 loopback=mercury "),
+        "{stdout}"
+    );
+    // The boot timer is logged with its value, the one the guest read back.
     let err = stderr(&out);
     let line = err
         .lines()
         .find(|l| l.contains("boot_timer_us="))
         .expect("timings line");
-    assert!(!line.contains("boot_timer_us=none"), "{line}");
+    let logged = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("boot_timer_us="))
+        .unwrap();
+    assert!(logged.parse::<u64>().is_ok_and(|us| us > 0), "{line}");
+    let guest_line = format!("CHECK timer PASS boot_timer_us={logged} before=0");
+    assert!(
+        stdout.lines().any(|l| l == guest_line),
+        "want {guest_line:?} in:\n{stdout}"
+    );
 }
 
 #[test]
@@ -62,7 +74,7 @@ fn config_file_run_with_serial_to_file() {
     std::fs::write(
         &toml,
         format!(
-            "kernel = \"{}\"\nvcpus = 2\nmemory_mib = 64\ncmdline = \"checks=smp,memory\"\nserial = \"{}\"\n",
+            "kernel = \"{}\"\nvcpus = 2\nmemory_mib = 64\ncmdline = \"checks=smp,memory expect_mib=64\"\nserial = \"{}\"\n",
             guest_image("test-guest").display(),
             serial.display()
         ),
@@ -72,7 +84,10 @@ fn config_file_run_with_serial_to_file() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let console = std::fs::read_to_string(&serial).unwrap();
     assert!(console.contains("CHECK smp PASS cpus=2"), "{console}");
-    assert!(console.contains("CHECK memory PASS mib=64"), "{console}");
+    assert!(
+        console.contains("CHECK memory PASS mib=64 expect_mib=64\n"),
+        "{console}"
+    );
     assert!(out.stdout.is_empty(), "serial went to the file, not stdout");
 }
 
