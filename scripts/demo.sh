@@ -35,7 +35,7 @@ mercury=target/release/mercury
 case "${1:-test-guest}" in
   test-guest)
     exec "$mercury" run --kernel "$(guest-images/build test-guest)" --vcpus 2 --memory 128 \
-      --cmdline "console=ttyS0 checks=serial,cpuid,memory,smp,acpi,compute,timer,poweroff" ;;
+      --cmdline "console=ttyS0 checks=serial,cpuid,memory,smp,acpi,compute,timer,poweroff expect_mib=128" ;;
   linux)
     exec "$mercury" run --kernel "$(guest-images/build linux-kernel)" \
       --initrd "$(guest-images/build initramfs)" --vcpus 2 --memory 256 \
