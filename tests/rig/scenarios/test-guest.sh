@@ -13,6 +13,8 @@
 
 log=/tmp/test-guest.serial
 err=/tmp/test-guest.stderr
+# mercury appends to a serial file: start from an empty one.
+rm -f $log $err
 rig_vm 120 $log $err mercury run --kernel /images/test-guest --vcpus 4 --memory 128 \
     --cmdline "checks=serial,cpuid,smp,timer,memory expect_mib=128" --serial $log
 
