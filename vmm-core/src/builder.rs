@@ -16,7 +16,9 @@ use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::lifecycle::Lifecycle;
 use crate::memory::{self, MemoryError};
+use crate::resources::ResourceError;
 use crate::vcpu::{self, Vcpu};
+use crate::virtio_devices::{self, PlannedDevice};
 
 /// Why a VM could not be built. Nothing is left running or half-created
 /// when one of these is returned: every resource built so far is dropped.
@@ -82,6 +84,9 @@ pub enum BuildError {
     /// Guest memory could not be created.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The virtio devices do not fit the machine.
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
     /// The kick signal handler could not be installed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     SignalHandler(#[source] vmm_sys_util::errno::Error),
@@ -123,14 +128,19 @@ pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltV
         Some(path) => Some(load_initrd(&memory, path, &kernel)?),
         None => None,
     };
-    let cmdline = build_cmdline(&config.cmdline)?;
+    // Where the virtio devices go decides what the command line and the
+    // ACPI tables announce; both are known before any device exists.
+    let virtio = virtio_devices::plan(config)?;
+    let cmdline = build_cmdline(&config.cmdline, &virtio)?;
     arch::load_cmdline(&memory, &cmdline).map_err(BuildError::LoadCmdline)?;
 
     let vm = create_vm(&kvm, &memory)?;
     arch::setup_vm(&vm).map_err(BuildError::VmSetup)?;
     let lifecycle = Arc::new(Lifecycle::new(config.vcpus.into(), vcpu::kick_signal()));
-    let devices = DeviceManager::attach_legacy_devices(&vm, config, &lifecycle, origin)?;
-    arch::configure_system(&memory, &kernel, &cmdline, initrd, config.vcpus)
+    let mut devices = DeviceManager::attach_legacy_devices(&vm, config, &lifecycle, origin)?;
+    devices.attach_virtio_devices(&vm, &memory, config, &virtio)?;
+    let slots: Vec<_> = virtio.iter().map(|device| device.slot).collect();
+    arch::configure_system(&memory, &kernel, &cmdline, initrd, config.vcpus, &slots)
         .map_err(BuildError::VmSetup)?;
 
     let vcpu_fds = create_vcpus(&kvm, &vm, &memory, &kernel, config.vcpus)?;
@@ -218,12 +228,19 @@ fn open_image(what: &'static str, path: &Path) -> Result<File, BuildError> {
     })
 }
 
-/// The guest command line: the user's. Devices that announce themselves on
-/// the command line (virtio-mmio) will append here; its length is checked
-/// once, where it is written into the guest ([`arch::load_cmdline`]).
-fn build_cmdline(user: &str) -> Result<Cmdline, BuildError> {
+/// The guest command line: the user's, then one `virtio_mmio.device=`
+/// per virtio device (for kernels with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`;
+/// the DSDT describes the same devices for kernels without it). Its length
+/// is checked once, where it is written into the guest
+/// ([`arch::load_cmdline`]).
+fn build_cmdline(user: &str, virtio: &[PlannedDevice]) -> Result<Cmdline, BuildError> {
     let mut cmdline = Cmdline::new(usize::MAX).map_err(BuildError::Cmdline)?;
     cmdline.insert_str(user).map_err(BuildError::Cmdline)?;
+    for device in virtio {
+        cmdline
+            .insert_str(device.slot.cmdline())
+            .map_err(BuildError::Cmdline)?;
+    }
     Ok(cmdline)
 }
 

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::device_config::{self, DiskConfig, NetConfig, VsockConfig};
+
 /// Most vCPUs a VM may have.
 pub const MAX_VCPUS: u8 = 32;
 /// Least guest memory we accept, in MiB. The kernel and initrd must also fit;
@@ -86,6 +88,18 @@ pub struct VmConfig {
     /// Feed the VMM's standard input to the guest's serial console.
     #[serde(default)]
     pub serial_stdin: bool,
+    /// virtio-blk disks, in guest order (`/dev/vda` first).
+    #[serde(default, rename = "disk")]
+    pub disks: Vec<DiskConfig>,
+    /// virtio-net interfaces, in guest order (`eth0` first).
+    #[serde(default, rename = "net")]
+    pub nets: Vec<NetConfig>,
+    /// A virtio-vsock device.
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+    /// A virtio-rng entropy device.
+    #[serde(default)]
+    pub rng: bool,
 }
 
 fn default_vcpus() -> u8 {
@@ -122,6 +136,20 @@ pub enum ConfigError {
     /// The command line contains a NUL byte.
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
+    /// A disk serial number longer than virtio-blk's 20 bytes.
+    #[error("disk {path}: id `{id}` is longer than 20 bytes")]
+    DiskIdTooLong {
+        /// The disk.
+        path: PathBuf,
+        /// The id given.
+        id: String,
+    },
+    /// The same image file given as two disks.
+    #[error("disk {0} is given twice")]
+    DuplicateDisk(PathBuf),
+    /// Two network interfaces on one TAP.
+    #[error("TAP {0} is given for two network interfaces")]
+    DuplicateTap(String),
     /// A file could not be opened for reading.
     #[error("cannot read {what} {path}: {source}")]
     FileUnreadable {
@@ -141,6 +169,18 @@ pub enum ConfigError {
         /// The path given.
         path: PathBuf,
     },
+    /// A MAC address that is malformed, multicast or zero.
+    #[error("invalid MAC address `{0}` (want a unicast aa:bb:cc:dd:ee:ff)")]
+    Mac(String),
+    /// A TAP name Linux would not accept.
+    #[error("invalid TAP name `{0}` (1..=15 printable characters, no `/` or `:`)")]
+    TapName(String),
+    /// A vsock CID out of range.
+    #[error("vsock cid {0} is out of range (3..={max})", max = device_config::MAX_GUEST_CID)]
+    VsockCid(u64),
+    /// The vsock socket's directory does not exist.
+    #[error("vsock socket {0}: its directory does not exist")]
+    VsockDir(PathBuf),
     /// Memory size out of range.
     #[error("memory {0} MiB is out of range ({MIN_MEMORY_MIB}..={MAX_MEMORY_MIB} MiB)")]
     MemoryOutOfRange(u64),
@@ -161,6 +201,10 @@ impl VmConfig {
             cmdline: default_cmdline(),
             serial: SerialSink::default(),
             serial_stdin: false,
+            disks: Vec::new(),
+            nets: Vec::new(),
+            vsock: None,
+            rng: false,
         }
     }
 
@@ -178,11 +222,11 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             check_readable_file("initrd", initrd)?;
         }
-        Ok(())
+        device_config::validate_devices(&self.disks, &self.nets, self.vsock.as_ref())
     }
 }
 
-fn check_readable_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+pub(crate) fn check_readable_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
     let file = std::fs::File::open(path).map_err(|source| ConfigError::FileUnreadable {
         what,
         path: path.to_path_buf(),

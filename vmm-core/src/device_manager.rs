@@ -45,6 +45,20 @@ pub enum DeviceError {
         #[source]
         source: std::io::Error,
     },
+    /// Registering a queue-notify eventfd with KVM failed.
+    #[error("cannot register the queue-notify ioeventfd of {device} at {addr:#x}: {source}")]
+    Ioeventfd {
+        /// Which device.
+        device: &'static str,
+        /// The QueueNotify register's address.
+        addr: u64,
+        /// Why.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// A device this build cannot create yet.
+    #[error("{0} devices are not supported yet")]
+    Unsupported(&'static str),
     /// The event loop could not be created or a subscriber added.
     #[error("event loop: {0}")]
     EventManager(#[source] event_manager::Error),
@@ -189,6 +203,26 @@ impl DeviceManager {
             boot_timer: boot_timer_handle,
             event_manager,
         })
+    }
+}
+
+impl DeviceManager {
+    /// Creates the planned virtio devices and wires each into the VM.
+    pub(crate) fn attach_virtio_devices(
+        &mut self,
+        vm: &VmFd,
+        memory: &vm_memory::GuestMemoryMmap,
+        config: &VmConfig,
+        planned: &[crate::virtio_devices::PlannedDevice],
+    ) -> Result<(), DeviceError> {
+        crate::virtio_devices::attach_all(
+            vm,
+            memory,
+            config,
+            planned,
+            &mut self.mmio,
+            &mut self.event_manager,
+        )
     }
 }
 

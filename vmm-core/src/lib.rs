@@ -22,10 +22,13 @@ mod arch;
 mod builder;
 mod bus;
 mod config;
+mod device_config;
 mod device_manager;
 mod lifecycle;
 mod memory;
+mod resources;
 mod vcpu;
+mod virtio_devices;
 mod vm;
 mod vmm_thread;
 
@@ -35,9 +38,14 @@ pub use bus::BusError;
 pub use config::{
     check_vcpus, ConfigError, SerialSink, VmConfig, DEFAULT_CMDLINE, MAX_VCPUS, MIN_MEMORY_MIB,
 };
+pub use device_config::{
+    derived_mac, format_mac, parse_mac, vsock_port_path, DiskConfig, NetConfig, VsockConfig,
+    MAX_GUEST_CID, MAX_TAP_NAME_LEN, MIN_GUEST_CID,
+};
 pub use device_manager::DeviceError;
 pub use lifecycle::{FirstRun, VmExit};
 pub use memory::MemoryError;
+pub use resources::ResourceError;
 pub use vm::{run_to_exit, StopHandle, Vm, VmError, VmState};
 
 /// Any error of this crate's public API.

@@ -25,6 +25,8 @@ use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
+
+use crate::resources::DeviceSlot;
 use devices::legacy::AcpiPowerControl;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -85,8 +87,12 @@ pub(super) struct Table {
 }
 
 /// Builds and writes every table; returns the RSDP's address.
-pub(super) fn setup_acpi(mem: &GuestMemoryMmap, num_cpus: u8) -> Result<GuestAddress, ArchError> {
-    for table in build_tables(num_cpus)? {
+pub(super) fn setup_acpi(
+    mem: &GuestMemoryMmap,
+    num_cpus: u8,
+    virtio: &[DeviceSlot],
+) -> Result<GuestAddress, ArchError> {
+    for table in build_tables(num_cpus, virtio)? {
         mem.write_slice(&table.bytes, GuestAddress(table.addr))
             .map_err(|source| ArchError::GuestMemory {
                 what: "ACPI tables",
@@ -119,15 +125,16 @@ impl Placer {
     }
 }
 
-/// All tables for `num_cpus` vCPUs, the RSDP first at [`ACPI_RSDP_ADDR`].
-pub(super) fn build_tables(num_cpus: u8) -> Result<Vec<Table>, ArchError> {
+/// All tables for `num_cpus` vCPUs and the `virtio` devices, the RSDP
+/// first at [`ACPI_RSDP_ADDR`].
+pub(super) fn build_tables(num_cpus: u8, virtio: &[DeviceSlot]) -> Result<Vec<Table>, ArchError> {
     let mut placer = Placer {
         next: ACPI_RSDP_ADDR,
         tables: Vec::new(),
     };
     // The RSDP's place is fixed; its content needs the XSDT's address.
     placer.place(vec![0; Rsdp::len()])?;
-    let dsdt = placer.place(dsdt())?;
+    let dsdt = placer.place(dsdt(virtio))?;
     let fadt = placer.place(aml_bytes(&fadt(dsdt)))?;
     let madt = placer.place(madt(num_cpus))?;
     let mut xsdt = XSDT::new(OEM_ID, *b"MRCYXSDT", OEM_REVISION);
@@ -211,8 +218,8 @@ fn madt(num_cpus: u8) -> Vec<u8> {
     madt.as_slice().to_vec()
 }
 
-/// DSDT: the S5 sleep type, COM1 and pvpanic.
-fn dsdt() -> Vec<u8> {
+/// DSDT: the S5 sleep type, COM1, pvpanic and the virtio-mmio devices.
+fn dsdt(virtio: &[DeviceSlot]) -> Vec<u8> {
     let mut dsdt = Sdt::new(
         *b"DSDT",
         36,
@@ -227,6 +234,9 @@ fn dsdt() -> Vec<u8> {
     )));
     let mut system_bus = com1();
     system_bus.extend(pvpanic());
+    for (index, slot) in virtio.iter().enumerate() {
+        system_bus.extend(virtio_mmio(index, slot));
+    }
     dsdt.append_slice(&aml::Scope::raw("\\_SB_".into(), system_bus));
     dsdt.as_slice().to_vec()
 }
@@ -244,6 +254,31 @@ fn com1() -> Vec<u8> {
                 &aml::ResourceTemplate::new(vec![
                     &aml::Interrupt::new(true, true, false, false, COM1_IRQ),
                     &aml::IO::new(COM1_PORT_U16, COM1_PORT_U16, 1, SERIAL_PORT_SIZE as u8),
+                ]),
+            ),
+        ],
+    ))
+}
+
+/// A virtio-mmio device: "LNRO0005" (what Linux's virtio_mmio driver
+/// matches in ACPI, as QEMU and Firecracker describe it) with its MMIO
+/// window and its interrupt line (edge, active high, exclusive). A kernel
+/// without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` finds its disks and NICs
+/// this way.
+fn virtio_mmio(index: usize, slot: &DeviceSlot) -> Vec<u8> {
+    let name = format!("VR{index:02X}");
+    let uid = index as u32;
+    aml_bytes(&aml::Device::new(
+        name.as_str().into(),
+        vec![
+            &aml::Name::new("_HID".into(), &"LNRO0005"),
+            &aml::Name::new("_UID".into(), &uid),
+            &aml::Name::new("_CCA".into(), &aml::ONE),
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![
+                    &aml::Memory32Fixed::new(true, slot.addr as u32, slot.len as u32),
+                    &aml::Interrupt::new(true, true, false, false, slot.irq),
                 ]),
             ),
         ],
@@ -312,7 +347,7 @@ mod tests {
 
     #[test]
     fn checksums_signatures_and_lengths() {
-        let tables = build_tables(2).unwrap();
+        let tables = build_tables(2, &[]).unwrap();
         let named = by_signature(&tables);
         let names: Vec<_> = named.keys().cloned().collect();
         assert_eq!(names, ["APIC", "DSDT", "FACP", "RSD PTR ", "XSDT"]);
@@ -332,7 +367,7 @@ mod tests {
 
     #[test]
     fn rsdp_xsdt_and_fadt_point_at_each_other() {
-        let tables = build_tables(1).unwrap();
+        let tables = build_tables(1, &[]).unwrap();
         let named = by_signature(&tables);
         let xsdt = &named["XSDT"];
         assert_eq!(u64_at(&named["RSD PTR "].bytes, 24), xsdt.addr);
@@ -347,7 +382,7 @@ mod tests {
 
     #[test]
     fn fadt_is_hardware_reduced_with_power_registers_on_one_port() {
-        let tables = build_tables(1).unwrap();
+        let tables = build_tables(1, &[]).unwrap();
         let fadt = &by_signature(&tables)["FACP"].bytes;
         assert_eq!(fadt.len(), 276);
         assert_eq!((fadt[8], fadt[131]), (6, 5), "FADT revision 6.5");
@@ -381,7 +416,7 @@ mod tests {
     #[test]
     fn madt_has_one_enabled_lapic_per_vcpu_the_ioapic_and_lint1_nmi() {
         for num_cpus in [1u8, 3, 32] {
-            let tables = build_tables(num_cpus).unwrap();
+            let tables = build_tables(num_cpus, &[]).unwrap();
             let madt = &by_signature(&tables)["APIC"].bytes;
             assert_eq!(u64::from(u32_at(madt, 36)), APIC_ADDR);
             assert_eq!(u32_at(madt, 40), MADT_PCAT_COMPAT);
@@ -417,7 +452,7 @@ mod tests {
 
     #[test]
     fn dsdt_has_s5_com1_and_pvpanic() {
-        let tables = build_tables(1).unwrap();
+        let tables = build_tables(1, &[]).unwrap();
         let dsdt = &by_signature(&tables)["DSDT"].bytes;
         assert_eq!(dsdt[8], DSDT_REVISION);
         let aml = &dsdt[36..];
@@ -451,11 +486,46 @@ mod tests {
     }
 
     #[test]
+    fn dsdt_describes_each_virtio_device_with_its_window_and_line() {
+        let slots = [
+            DeviceSlot {
+                addr: 0xd000_1000,
+                len: 0x1000,
+                irq: 5,
+            },
+            DeviceSlot {
+                addr: 0xd000_2000,
+                len: 0x1000,
+                irq: 6,
+            },
+        ];
+        let tables = build_tables(1, &slots).unwrap();
+        let aml = &by_signature(&tables)["DSDT"].bytes[36..];
+        for (name, slot) in [(b"VR00", &slots[0]), (b"VR01", &slots[1])] {
+            assert!(contains(aml, name), "{}", String::from_utf8_lossy(name));
+            // Memory32Fixed(ReadWrite, addr, len).
+            let mut fixed = vec![0x86, 0x09, 0x00, 0x01];
+            fixed.extend((slot.addr as u32).to_le_bytes());
+            fixed.extend((slot.len as u32).to_le_bytes());
+            assert!(contains(aml, &fixed), "window of {slot:?}");
+            // Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { irq }.
+            let mut interrupt = vec![0x89, 0x06, 0x00, 0x03, 0x01];
+            interrupt.extend(slot.irq.to_le_bytes());
+            assert!(contains(aml, &interrupt), "line of {slot:?}");
+        }
+        assert_eq!(aml.windows(8).filter(|w| *w == b"LNRO0005").count(), 2);
+        assert!(!contains(
+            &by_signature(&build_tables(1, &[]).unwrap())["DSDT"].bytes,
+            b"LNRO0005"
+        ));
+    }
+
+    #[test]
     fn tables_fit_in_the_bios_area_outside_e820_ram() {
         let mem = GuestMemoryMmap::from_ranges(&memory_regions(128 << 20)).unwrap();
         let ram = ram_ranges(&mem);
         for num_cpus in [1u8, crate::MAX_VCPUS] {
-            let tables = build_tables(num_cpus).unwrap();
+            let tables = build_tables(num_cpus, &[]).unwrap();
             let mut prev_end = ACPI_RSDP_ADDR;
             for t in &tables {
                 let end = t.addr + t.bytes.len() as u64;
@@ -477,9 +547,9 @@ mod tests {
     #[test]
     fn setup_acpi_writes_the_tables_into_guest_memory() {
         let mem = GuestMemoryMmap::from_ranges(&memory_regions(128 << 20)).unwrap();
-        let rsdp = setup_acpi(&mem, 2).unwrap();
+        let rsdp = setup_acpi(&mem, 2, &[]).unwrap();
         assert_eq!(rsdp, GuestAddress(ACPI_RSDP_ADDR));
-        for t in build_tables(2).unwrap() {
+        for t in build_tables(2, &[]).unwrap() {
             let mut bytes = vec![0; t.bytes.len()];
             mem.read_slice(&mut bytes, GuestAddress(t.addr)).unwrap();
             assert_eq!(bytes, t.bytes);

@@ -18,7 +18,9 @@
 //! 0x000e_0000  ACPI RSDP, then XSDT, FADT, MADT, DSDT (ACPI_RSDP_ADDR ..
 //!              ACPI_TABLES_END), in the BIOS area the guest may scan
 //! 0x0010_0000  kernel (HIMEM_START)     ... initrd at the top of low RAM
-//! 0xd000_0000  MMIO gap start: boot timer page, then device MMIO windows
+//! 0xd000_0000  MMIO gap start: boot timer page
+//! 0xd000_1000  virtio-mmio windows, one page each (VIRTIO_MMIO_START ..
+//!              VIRTIO_MMIO_END), handed out by `resources::DeviceSlots`
 //! 0xfec0_0000  IOAPIC, 0xfee0_0000 local APIC (inside the gap)
 //! 0x1_0000_0000 RAM above the gap, when memory > MMIO_GAP_START
 //! ```
@@ -68,6 +70,19 @@ pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 pub const BOOT_TIMER_ADDR: u64 = MMIO_GAP_START;
 /// Size of the boot-timer MMIO window.
 pub const BOOT_TIMER_SIZE: u64 = 0x1000;
+/// First virtio-mmio window, right after the boot timer's page.
+pub const VIRTIO_MMIO_START: u64 = BOOT_TIMER_ADDR + BOOT_TIMER_SIZE;
+/// End (exclusive) of the virtio-mmio windows: room for 255 devices, far
+/// more than there are interrupt lines for them.
+pub const VIRTIO_MMIO_END: u64 = MMIO_GAP_START + 0x10_0000;
+/// Size of one virtio-mmio window.
+pub const VIRTIO_MMIO_WINDOW: u64 = 0x1000;
+/// IOAPIC pins for virtio devices, one each (edge-triggered, as QEMU's
+/// microvm and Firecracker): 5..=23; 0-4 are the PC's timer, keyboard,
+/// cascade and COM2/COM1 lines.
+pub const VIRTIO_IRQ_FIRST: u32 = 5;
+/// See [`VIRTIO_IRQ_FIRST`].
+pub const VIRTIO_IRQ_LAST: u32 = IOAPIC_PINS as u32 - 1;
 /// IOAPIC base (fixed by the PC platform; inside the MMIO gap).
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 /// Local APIC base (fixed by the PC platform; inside the MMIO gap).

@@ -327,9 +327,10 @@ pub(crate) fn configure_system(
     cmdline: &Cmdline,
     initrd: Option<InitrdRegion>,
     num_cpus: u8,
+    virtio: &[crate::resources::DeviceSlot],
 ) -> Result<(), ArchError> {
     mptable::setup_mptable(mem, num_cpus)?;
-    let rsdp = acpi::setup_acpi(mem, num_cpus)?;
+    let rsdp = acpi::setup_acpi(mem, num_cpus, virtio)?;
     let info = BootInfo {
         cmdline_size: kernel::cmdline_size(cmdline)?,
         initrd,
@@ -525,7 +526,15 @@ mod tests {
             addr: GuestAddress(0x3ff_f000),
             size: 0x800,
         });
-        configure_system(&mem, &kernel(BootProtocol::Linux64), &cmdline, initrd, 4).unwrap();
+        configure_system(
+            &mem,
+            &kernel(BootProtocol::Linux64),
+            &cmdline,
+            initrd,
+            4,
+            &[],
+        )
+        .unwrap();
         let mut signature = [0u8; 4];
         mem.read_slice(&mut signature, GuestAddress(MPTABLE_START))
             .unwrap();
@@ -540,7 +549,7 @@ mod tests {
             .unwrap();
         assert_eq!(&rsdp, b"RSD PTR ");
 
-        configure_system(&mem, &kernel(BootProtocol::Pvh), &cmdline, None, 1).unwrap();
+        configure_system(&mem, &kernel(BootProtocol::Pvh), &cmdline, None, 1, &[]).unwrap();
         let start_info: linux_loader::loader::elf::start_info::hvm_start_info =
             mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(start_info.magic, 0x336e_c578);
