@@ -61,6 +61,20 @@ pub(crate) struct RunArgs {
     /// Serial console output: stdout, none, or a file path [default: stdout].
     #[arg(long, value_name = "stdout|none|FILE")]
     serial: Option<String>,
+    /// A virtio-blk disk on a raw image file (repeatable; the first is the
+    /// guest's /dev/vda). Replaces the config file's disks.
+    #[arg(long = "disk", value_name = "PATH[,ro][,id=ID]")]
+    disks: Vec<String>,
+    /// A virtio-net interface on a TAP device, created if absent
+    /// (repeatable; the first is eth0). Replaces the config file's nets.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    nets: Vec<String>,
+    /// A virtio-vsock device; the host side listens on the Unix socket PATH.
+    #[arg(long, value_name = "cid=N,uds=PATH")]
+    vsock: Option<String>,
+    /// A virtio-rng entropy device.
+    #[arg(long)]
+    rng: bool,
 }
 
 /// A problem with the user's input, reported before anything is built.
@@ -80,6 +94,8 @@ enum InputError {
     },
     #[error(transparent)]
     Config(#[from] vmm_core::ConfigError),
+    #[error(transparent)]
+    DeviceArg(#[from] crate::device_args::DeviceArgError),
 }
 
 fn load_config(args: RunArgs) -> Result<VmConfig, InputError> {
@@ -114,6 +130,26 @@ fn load_config(args: RunArgs) -> Result<VmConfig, InputError> {
     }
     if let Some(serial) = args.serial {
         config.serial = SerialSink::from(serial);
+    }
+    if !args.disks.is_empty() {
+        config.disks = args
+            .disks
+            .iter()
+            .map(|d| crate::device_args::parse_disk(d))
+            .collect::<Result<_, _>>()?;
+    }
+    if !args.nets.is_empty() {
+        config.nets = args
+            .nets
+            .iter()
+            .map(|n| crate::device_args::parse_net(n))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(vsock) = &args.vsock {
+        config.vsock = Some(crate::device_args::parse_vsock(vsock)?);
+    }
+    if args.rng {
+        config.rng = true;
     }
     Ok(config)
 }
@@ -214,6 +250,10 @@ mod tests {
             vcpus: Some(4),
             memory: None,
             serial: None,
+            disks: Vec::new(),
+            nets: Vec::new(),
+            vsock: None,
+            rng: false,
         };
         let c = load_config(args).unwrap();
         assert_eq!(c.kernel, PathBuf::from("/k"));
@@ -247,6 +287,10 @@ mod tests {
             vcpus: Some(300),
             memory: None,
             serial: None,
+            disks: Vec::new(),
+            nets: Vec::new(),
+            vsock: None,
+            rng: false,
         };
         assert_eq!(
             load_config(args).unwrap_err().to_string(),
@@ -266,6 +310,10 @@ mod tests {
             vcpus: Some(1000),
             memory: None,
             serial: None,
+            disks: Vec::new(),
+            nets: Vec::new(),
+            vsock: None,
+            rng: false,
         };
         let e = load_config(args).unwrap_err();
         assert!(e.to_string().contains("1000"));

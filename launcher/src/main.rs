@@ -1,6 +1,7 @@
 //! `mercury`: run a Kubernetes node (or any Linux guest) in a KVM microVM.
 
 mod cli;
+mod device_args;
 mod signals;
 mod terminal;
 
