@@ -23,6 +23,8 @@ MEM_MIN_KB=204800
 MEM_MAX_KB=262144
 # Limit for one guest boot (they take 10-25 s in L1).
 BOOT_TIMEOUT=120
+# 3 kernels x 1 and 2 vCPUs, then poweroff, panic and panic-noinit.
+RIG_BOOTS=9
 rig_trace_on
 
 # boot LABEL KERNEL VCPUS ARGS: one `mercury run` with ARGS appended to the
@@ -31,6 +33,7 @@ boot() {
     log=/tmp/$1.serial
     err=/tmp/$1.stderr
     rig_trace_clear
+    RIG_BOOT_LABEL=$1
     rig_vm $BOOT_TIMEOUT "$log" "$err" mercury run --kernel "$2" --initrd /images/initramfs \
         --vcpus "$3" --memory $MEMORY_MIB \
         --cmdline "console=ttyS0 reboot=k panic=1 $4" \

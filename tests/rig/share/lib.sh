@@ -36,9 +36,19 @@ rig_since() { awk -v s="$1" -v e="$(rig_now)" 'BEGIN { printf "%.2f", e - s }'; 
 # only cost CI time.
 RIG_STOP_GRACE=${RIG_STOP_GRACE:-15}
 RIG_STOP_PATTERN='reboot: System halted|reboot: Power down|end Kernel panic'
+#
+# Every call is one numbered boot on the console, for the host's per-boot
+# evidence (report::evidence): `RIG-BOOT n=N vmm=NAME label=LABEL of=TOTAL`
+# before it and `RIG-BOOT-END n=N rc=RC secs=S` after it; what the scenario
+# prints until the next RIG-BOOT (its verdict, rig_show, rig_show_kvm_trace)
+# belongs to that boot. Set RIG_BOOT_LABEL (e.g. the kernel) and RIG_BOOTS
+# (how many boots the scenario makes, for the progress line) before calling.
+rig_boot_n=0
 rig_vm() {
     local limit=$1 serial=$2 stderr=$3 t0 start pid now stopped=
     shift 3
+    rig_boot_n=$((rig_boot_n + 1))
+    echo "RIG-BOOT n=$rig_boot_n vmm=${1##*/} label=${RIG_BOOT_LABEL:--} of=${RIG_BOOTS:-?}"
     t0=$(rig_now)
     start=$(rig_cs)
     "$@" 2>"$stderr" &
@@ -73,7 +83,15 @@ rig_vm() {
         rig_rc=$?
     fi
     rig_secs=$(rig_since "$t0")
+    echo "RIG-BOOT-END n=$rig_boot_n rc=$rig_rc secs=$rig_secs${rig_why:+ why=killed}"
 }
+
+# rig_boot_failed WHY...: the boot just run (the last rig_vm) failed; the
+# host counts it and looks for the environment's evidence in its span.
+rig_boot_failed() { echo "RIG-BOOT-FAILED n=$rig_boot_n $*"; }
+# rig_boots_done: what follows (e.g. verdicts that sum up many boots)
+# belongs to no boot's span.
+rig_boots_done() { echo "RIG-BOOTS-DONE"; }
 
 # rig_show FILE [N] [LABEL]: the last N (default 25) lines of FILE, indented,
 # so a failure's evidence lands in the console log next to its verdict.
@@ -108,6 +126,9 @@ rig_trace_on() {
 }
 # rig_trace_clear: empty the buffer (before each guest boot).
 rig_trace_clear() { [ -w $RIG_TRACE/trace ] && echo >$RIG_TRACE/trace; return 0; }
+# rig_trace_shutdowns: whether a vCPU shut down (triple fault) since the
+# last rig_trace_clear.
+rig_trace_shutdowns() { [ -r $RIG_TRACE/trace ] && grep -a -q 'reason shutdown' $RIG_TRACE/trace; }
 # rig_show_kvm_trace: the vCPU shutdowns in the buffer, its tail, and L1's
 # modules with their addresses, so a guest RIP can be placed (the host-side
 # rig recognises the shutdowns that L0's emulated SVM causes:

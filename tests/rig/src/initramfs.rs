@@ -5,7 +5,8 @@
 //! /init                 generated: mounts, insmod, /dev/kvm check, scenario, RIG-DONE, poweroff
 //! /bin/busybox          + one symlink per applet (/bin/sh, /bin/insmod, ...)
 //! /bin/mercury          the static launcher
-//! /bin/<tool>           the scenario's `# rig-tools:` (boot-harness, compare-vmm)
+//! /bin/<tool>           the scenario's `# rig-tools:` (boot-harness, compare-vmm, control-vmm)
+//! /opt/control-vmm/     with control-vmm: the host's QEMU, its libraries and firmware
 //! /lib/modules/<m>.ko   uncompressed, loaded in this order by /init
 //! /images/<name>        guest images, as `guest-images/build <name>` made them
 //! /rig/lib.sh           scenario helpers (tests/rig/share/lib.sh)
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::command::{run, CommandError};
+use crate::control::{FileSource, L1File};
 use crate::cpio::{CpioError, CpioWriter};
 use crate::kmod::Module;
 use crate::scenario::Scenario;
@@ -59,6 +61,8 @@ pub struct Payload<'a> {
     pub modules: &'a [Module],
     /// `(name, host path)`: installed as `/images/<name>`.
     pub images: &'a [(String, PathBuf)],
+    /// Any other files (the control VMM's tree).
+    pub files: &'a [L1File],
 }
 
 /// The applets of a static busybox, asked from the binary itself.
@@ -129,6 +133,12 @@ fn assemble<W: io::Write>(
     }
     for (name, host_path) in payload.images {
         cpio.file_from(&format!("images/{name}"), 0o644, host_path)?;
+    }
+    for file in payload.files {
+        match &file.source {
+            FileSource::Host(host_path) => cpio.file_from(&file.path, file.mode, host_path)?,
+            FileSource::Bytes(bytes) => cpio.file_bytes(&file.path, file.mode, bytes)?,
+        }
     }
     cpio.file_bytes("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     cpio.file_bytes("rig/lib.sh", 0o644, SCENARIO_LIB.as_bytes())?;
@@ -254,6 +264,11 @@ mod tests {
             tools: &tools,
             modules: &modules,
             images: &images,
+            files: &[L1File {
+                path: "opt/x/lib/libz.so.1".into(),
+                mode: 0o755,
+                source: FileSource::Bytes(b"lib".to_vec()),
+            }],
         };
         let applets = ["sh".to_string(), "insmod".to_string()];
         let (bytes, _) = assemble(CpioWriter::new(Vec::new()), &payload, &applets)
@@ -275,6 +290,7 @@ mod tests {
             "rig/lib.sh\0",
             "rig/scenario.sh\0",
             "init\0",
+            "opt/x/lib/libz.so.1\0",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

@@ -15,9 +15,10 @@ use crate::elf::{Elf, ElfError, EM_X86_64};
 /// The target whose binaries run in L1 without a dynamic loader.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
-/// The extra static binaries a scenario can ask for (`# rig-tools:`), each
-/// installed in L1 as `/bin/<name>`.
-pub const TOOLS: [&str; 2] = [BOOT_HARNESS, COMPARE_VMM];
+/// The extra binaries a scenario can ask for (`# rig-tools:`), each
+/// installed in L1 as `/bin/<name>`: static ones, and the host's QEMU with
+/// its libraries as the control VMM ([`crate::control`]).
+pub const TOOLS: [&str; 3] = [BOOT_HARNESS, COMPARE_VMM, crate::control::CONTROL_VMM];
 /// The boot-time harness (benches/), built for [`MUSL_TARGET`].
 pub const BOOT_HARNESS: &str = "boot-harness";
 /// A Firecracker-compatible VMM supplied by the user in [`COMPARE_WITH_ENV`];
@@ -31,6 +32,8 @@ pub const COMPARE_WITH_ENV: &str = "RIG_COMPARE_WITH";
 pub enum InputError {
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error("the control VMM cannot be shipped into L1: {0}")]
+    ControlVmm(String),
     #[error("`{path}` is not an x86_64 ELF executable")]
     Elf {
         path: PathBuf,

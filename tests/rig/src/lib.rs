@@ -14,14 +14,17 @@
 
 pub mod cache;
 pub mod command;
+pub mod control;
 pub mod cpio;
 pub mod debian;
 pub mod elf;
+pub mod evidence;
 pub mod initramfs;
 pub mod inputs;
 pub mod kmod;
 pub mod qemu;
 pub mod report;
+pub mod reruns;
 pub mod results;
 pub mod scenario;
 
@@ -172,9 +175,21 @@ impl Rig {
         step("mercury", started);
 
         let mut tools = Vec::new();
+        let mut files = Vec::new();
         for tool in &scenario.header.tools {
             let started = Instant::now();
             log::info!("rig tool {tool}");
+            if tool == control::CONTROL_VMM {
+                let host_qemu = Path::new(qemu::QEMU);
+                files.extend(control::files(host_qemu)?);
+                notes.push(format!(
+                    "control VMM in L1: {} ({})",
+                    qemu::QEMU,
+                    qemu::version(host_qemu).unwrap_or_default()
+                ));
+                step(&format!("tool {tool}"), started);
+                continue;
+            }
             match inputs::tool_binary(&self.repo, tool)? {
                 Some(path) => tools.push((tool.clone(), path)),
                 None => notes.push(format!(
@@ -214,6 +229,7 @@ impl Rig {
             tools: &tools,
             modules: &modules,
             images: &images,
+            files: &files,
         };
         let size = initramfs::write(&initrd, &payload)?;
         log::info!("L1 initramfs: {} MiB", size >> 20);

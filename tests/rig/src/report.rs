@@ -7,6 +7,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::command::tail;
+use crate::evidence::{self, Boot};
 use crate::results::{CheckResult, Status};
 
 /// Console lines a failure carries.
@@ -98,118 +99,68 @@ pub fn l1_kernel_failure(console: &str) -> Option<&str> {
         .find(|line| line.starts_with('[') && L1_KERNEL_FAILURES.iter().any(|m| line.contains(m)))
 }
 
-/// One `kvm_exit` line of L1's KVM trace.
-struct GuestExit {
-    vcpu: String,
-    reason: String,
-    rip: u64,
-    /// The event being delivered when the vCPU shut down (SVM EXITINTINFO).
-    intr_info: u64,
-    error_code: u64,
-}
-
-/// `intr_info` of a #PF being delivered: valid, exception, error code valid.
-const PF_DELIVERY: u64 = 0x8000_0b0e;
-/// #PF error code bits: the page was present; the access was an instruction fetch.
-const PF_PRESENT: u64 = 1 << 0;
-const PF_FETCH: u64 = 1 << 4;
-/// The lowest address of the kernel half of x86-64's address space.
-const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
-
-fn hex(word: &str) -> Option<u64> {
-    u64::from_str_radix(word.strip_prefix("0x")?, 16).ok()
-}
-
-fn guest_exit(line: &str) -> Option<GuestExit> {
-    let rest = line.split_once("kvm_exit: vcpu ")?.1;
-    let (vcpu, rest) = rest.split_once(" reason ")?;
-    let (reason, rest) = rest.split_once(" rip ")?;
-    let words: Vec<&str> = rest.split_whitespace().collect();
-    let field = |name: &str| {
-        let at = words.iter().position(|w| *w == name)?;
-        hex(words.get(at + 1)?)
-    };
-    Some(GuestExit {
-        vcpu: vcpu.to_string(),
-        reason: reason.to_string(),
-        rip: hex(words.first()?)?,
-        intr_info: field("intr_info").unwrap_or(0),
-        error_code: field("error_code").unwrap_or(0),
-    })
-}
-
-/// A guest vCPU that L0's emulated SVM (QEMU TCG) derailed, not the VMM
-/// under test or the guest, from L1's KVM trace (`kvm_exit: vcpu N reason
-/// R rip ... intr_info ... error_code ...`) and `/proc/modules` as
-/// `rig_show_kvm_trace` prints them. Two signs, both seen (docs/RIG.md,
-/// "Known defects of the environment"):
-/// - an exit of the guest at a RIP inside one of L1's kernel modules: the
-///   guest kernel has no modules, so the guest was resumed at an address
-///   of L1's (it then shuts down, or loops on a #PF it cannot deliver);
-/// - a shutdown while delivering a #PF for an instruction fetch from a
-///   not-present page in the kernel half, at the instruction it had just
-///   been resumed at: a Linux guest never unmaps its kernel text, and a
-///   guest whose own page tables were merely wrong would take that #PF
-///   (and oops) instead of failing to deliver it.
-///
-/// The VMM never writes a running vCPU's registers, and no device of
-/// mercury's writes guest memory, so neither can come from it.
-pub fn environment_derailed_guest(console: &str) -> Option<String> {
-    let lines = || {
-        console
-            .lines()
-            .map(|l| l.trim_start_matches("L1| ").trim_start_matches([' ', '|']))
-    };
-    let modules: Vec<(String, u64, u64)> = lines()
-        .filter_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if words.len() < 6 || !matches!(words[4], "Live" | "Loading" | "Unloading") {
-                return None;
-            }
-            Some((words[0].to_string(), hex(words[5])?, words[1].parse().ok()?))
-        })
-        .collect();
-    lines().filter_map(guest_exit).find_map(|exit| {
-        let GuestExit { vcpu, rip, .. } = &exit;
-        if let Some((name, start, size)) = modules
-            .iter()
-            .find(|(_, start, size)| (*start..start.saturating_add(*size)).contains(rip))
-        {
-            return Some(format!(
-                "guest vCPU {vcpu} exited ({}) at rip {rip:#x}, inside L1's module {name} \
-                 ({start:#x}+{size:#x}): the emulated SVM resumed the guest at an L1 address",
-                exit.reason
-            ));
-        }
-        let fetch_fault = exit.error_code & (PF_FETCH | PF_PRESENT) == PF_FETCH;
-        let shutdown = exit.reason == "shutdown";
-        (shutdown && exit.intr_info == PF_DELIVERY && fetch_fault && *rip >= KERNEL_HALF).then(
-            || {
-                format!(
-                    "guest vCPU {vcpu} shut down delivering a not-present instruction-fetch #PF \
-                 at rip {rip:#x} in its kernel half (error code {:#x}): the emulated SVM \
-                 lost the guest's address space",
-                    exit.error_code
-                )
-            },
-        )
-    })
-}
-
 impl RunReport {
-    /// Why the run's environment, not the code under test, failed: L1's own
-    /// kernel failed (oops, soft lockup), or L0's emulated SVM corrupted a
-    /// guest ([`environment_derailed_guest`]). `None` when neither was seen.
+    /// The boots on the console, each with the evidence of its own span
+    /// ([`evidence::boots`]); empty when the log cannot be read.
+    pub fn boots(&self) -> Vec<Boot> {
+        fs::read(&self.console_log)
+            .map(|bytes| evidence::boots(&String::from_utf8_lossy(&bytes)))
+            .unwrap_or_default()
+    }
+
+    /// Why the environment, not the code under test, failed this run, with
+    /// each failed boot's evidence; `None` unless all of it is explained so:
+    /// - every failed boot that ended has proof in its own span (an exit of
+    ///   the guest inside an L1 module, L1's kernel failing): a not-present
+    ///   instruction-fetch shutdown alone is only a hint
+    ///   ([`evidence::Sign::is_proof`]);
+    /// - every FAIL verdict lies in the span of such a boot;
+    /// - anything else wrong (a missing check, no RIG-DONE, a timeout) only
+    ///   follows from the rig stopping L1 because L1 itself failed (its
+    ///   kernel reported failing, or it hung), which then also explains the
+    ///   boot it interrupted.
     pub fn environment_failure(&self) -> Option<String> {
-        if let Some(why) = &self.l1_failure {
-            return Some(why.clone());
+        self.environment_failure_in(&self.boots())
+    }
+
+    fn environment_failure_in(&self, boots: &[Boot]) -> Option<String> {
+        if self.passed() {
+            return None;
         }
-        let console = fs::read(&self.console_log).ok()?;
-        let console = String::from_utf8_lossy(&console);
-        if let Some(line) = l1_kernel_failure(&console) {
-            return Some(format!("L1's own kernel failed: {line}"));
+        let mut evidence = Vec::new();
+        let mut explained_fails = 0;
+        for boot in boots.iter().filter(|b| b.failed()) {
+            let name = format!("boot {} ({} {})", boot.n, boot.vmm, boot.label);
+            match (boot.proof(), boot.ended, &self.l1_failure) {
+                (Some(proof), ..) => evidence.push(format!("{name}: {proof}")),
+                (None, false, Some(why)) => evidence.push(format!("{name} interrupted: {why}")),
+                _ => return None,
+            }
+            explained_fails += boot
+                .failures
+                .iter()
+                .filter(|f| f.starts_with("FAIL "))
+                .count();
         }
-        environment_derailed_guest(&console)
+        let fails = self
+            .results
+            .iter()
+            .filter(|r| r.status == Status::Fail)
+            .count();
+        match &self.l1_failure {
+            Some(why) => {
+                if !evidence.iter().any(|e| e.contains(why.as_str())) {
+                    evidence.push(format!("L1 stopped outside any boot: {why}"));
+                }
+                // FAIL verdicts before the stop need their own proof.
+                (fails <= explained_fails).then(|| evidence.join("; "))
+            }
+            None => {
+                let only_fails = self.problems().len() == fails;
+                (fails > 0 && fails <= explained_fails && only_fails && !evidence.is_empty())
+                    .then(|| evidence.join("; "))
+            }
+        }
     }
 
     /// The last verdict reported for `check`.
@@ -440,59 +391,79 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_guest_shutdown_inside_an_l1_module_is_an_environment_failure() {
-        // As traced, but with no #PF in flight: the L1 address alone is evidence.
-        let console = "L1|   | vcpu1-4474 [000] ..... 186.142200: kvm_exit: vcpu 1 reason npf rip 0xffffffffc055bcfc info1 0x1\n\
-                       L1|   | vcpu1-4474 [000] ..... 186.144817: kvm_exit: vcpu 1 reason shutdown rip 0xffffffffc055bcfc info1 0x0 info2 0x0 intr_info 0x00000000 error_code 0x00000000\n\
-                       L1|   L1 modules:\n\
-                       L1|   | kvm_amd 155648 0 - Live 0xffffffffc0540000\n\
-                       L1|   | kvm 1146880 1 kvm_amd, Live 0xffffffffc0400000\n";
-        let found = environment_derailed_guest(console).expect("detected");
-        assert!(
-            found.contains("vCPU 1") && found.contains("kvm_amd"),
-            "{found}"
-        );
-        // Without the module list there is no evidence.
-        let bare = console.lines().take(2).collect::<Vec<_>>().join("\n");
-        assert_eq!(environment_derailed_guest(&bare), None);
-        // As traced in a 1-vCPU boot that never ended: the vCPU loops on a
-        // #PF it cannot deliver, at an L1 address, with no shutdown.
-        let looping = "  |  vcpu0-462 [001] ..... 138.610753: kvm_exit: vcpu 0 reason npf rip 0xffffffffc04a8cfc info1 0x000000020000000e info2 0x000000007e742fe0 intr_info 0x80000b0e error_code 0x00000010\n\
-                       L1|   | kvm_amd 126976 0 - Live 0xffffffffc049a000\n";
-        let found = environment_derailed_guest(looping).expect("detected");
-        assert!(found.contains("vCPU 0 exited (npf)"), "{found}");
+    use crate::evidence::Sign;
+
+    fn failed_boot(n: u32, ended: bool, failures: &[&str], signs: Vec<Sign>) -> Boot {
+        Boot {
+            n,
+            vmm: "mercury".into(),
+            label: "vmlinux".into(),
+            ended,
+            rc: ended.then_some(3),
+            failures: failures.iter().map(|f| f.to_string()).collect(),
+            signs,
+        }
     }
 
     #[test]
-    fn a_guest_that_cannot_fetch_its_own_kernel_text_is_an_environment_failure() {
-        let shutdown = |rip: &str, intr: &str, err: &str| {
-            format!(
-                "L1|   |  vcpu1-1941 [000] ..... 93.251362: kvm_exit: vcpu 1 reason shutdown rip {rip} \
-                 info1 0x0000000000000000 info2 0x0000000000000000 intr_info {intr} error_code {err}\n"
-            )
-        };
-        // As traced: io_serial_out+0x12, right after an I/O exit.
-        let traced = shutdown("0xffffffff81271a82", "0x80000b0e", "0x00000010");
-        let found = environment_derailed_guest(&traced).expect("detected");
-        assert!(found.contains("instruction-fetch #PF"), "{found}");
-        // A data access, a present page, another exception, or a user or
-        // identity-mapped (early boot, VMM-built page tables) address: not
-        // evidence; nor is that #PF on an exit other than a shutdown.
-        let npf = traced.replace("reason shutdown", "reason npf");
-        assert_eq!(environment_derailed_guest(&npf), None);
-        for (rip, intr, err) in [
-            ("0xffffffff81271a82", "0x80000b0e", "0x00000002"),
-            ("0xffffffff81271a82", "0x80000b0e", "0x00000011"),
-            ("0xffffffff81271a82", "0x80000b0d", "0x00000010"),
-            ("0x0000000001000500", "0x80000b0e", "0x00000010"),
-        ] {
-            assert_eq!(
-                environment_derailed_guest(&shutdown(rip, intr, err)),
-                None,
-                "{rip} {intr} {err}"
-            );
-        }
+    fn only_proof_in_the_failing_boots_own_span_explains_a_failure() {
+        let in_module = || Sign::ExitInL1Module("vCPU 1 inside kvm_amd".into());
+        let hint = || Sign::FetchFaultShutdown("vCPU 0 fetch #PF".into());
+        let r = report(&[("a-exit", Status::Fail)], &[]);
+        let proven = [failed_boot(4, true, &["FAIL a-exit"], vec![in_module()])];
+        let why = r.environment_failure_in(&proven).expect("explained");
+        assert!(
+            why.contains("boot 4 (mercury vmlinux)") && why.contains("kvm_amd"),
+            "{why}"
+        );
+        // A hint alone, or no sign, is no reason to rerun.
+        let hinted = [failed_boot(4, true, &["FAIL a-exit"], vec![hint()])];
+        assert_eq!(r.environment_failure_in(&hinted), None);
+        assert_eq!(
+            r.environment_failure_in(&[failed_boot(4, true, &["FAIL a-exit"], vec![])]),
+            None
+        );
+        // Proof in a boot that passed explains nothing about another's failure.
+        let elsewhere = [
+            failed_boot(3, true, &[], vec![in_module()]),
+            failed_boot(4, true, &["FAIL a-exit"], vec![]),
+        ];
+        assert_eq!(r.environment_failure_in(&elsewhere), None);
+        // A FAIL verdict outside every proven boot's span: not explained.
+        let r2 = report(&[("a-exit", Status::Fail), ("rig-kvm", Status::Fail)], &[]);
+        assert_eq!(r2.environment_failure_in(&proven), None);
+        // Other problems (a missing check) with no L1 failure: not explained.
+        let r3 = report(&[("a-exit", Status::Fail)], &["b"]);
+        assert_eq!(r3.environment_failure_in(&proven), None);
+        // A passing run needs no explanation.
+        assert_eq!(
+            report(&[("a", Status::Pass)], &[]).environment_failure_in(&proven),
+            None
+        );
+    }
+
+    #[test]
+    fn an_l1_failure_explains_the_boot_it_interrupted_but_not_earlier_failures() {
+        let mut r = report(&[("a", Status::Pass)], &["b"]);
+        r.done = false;
+        r.scenario_rc = None;
+        r.l1_failure = Some("L1 hung: no console output for 120 s".into());
+        let interrupted = [failed_boot(9, false, &[], vec![])];
+        let why = r.environment_failure_in(&interrupted).expect("explained");
+        assert!(
+            why.contains("boot 9 (mercury vmlinux) interrupted: L1 hung"),
+            "{why}"
+        );
+        assert!(r
+            .environment_failure_in(&[])
+            .unwrap()
+            .contains("outside any boot"));
+        // An earlier boot that failed on its own is still mercury's.
+        let earlier = [
+            failed_boot(8, true, &["FAIL a-exit"], vec![]),
+            failed_boot(9, false, &[], vec![]),
+        ];
+        assert_eq!(r.environment_failure_in(&earlier), None);
     }
 
     #[test]

@@ -4,51 +4,80 @@
 //!
 //! These are slow (an L1 boot under TCG each, plus guest-image builds on a
 //! fresh cache): see docs/RIG.md. They run one at a time, because two L1
-//! VMs on a 2-core machine would only slow each other down.
+//! VMs on a 2-core machine would only slow each other down. Progress (the
+//! scenario, L1 reaching /init, boot n of m, each verdict) goes straight to
+//! stderr, so it shows even while the test harness captures output.
+//!
+//! Reruns: the emulated host fails now and then on its own (docs/RIG.md,
+//! "The emulated host"). A run is repeated only when
+//! `RunReport::environment_failure` explains every failure with proof from
+//! the failing boot's own console span and trace, at most
+//! `reruns::RERUN_BUDGET` times per test; each rerun is printed with its
+//! evidence, and a test whose reruns exceed the budget fails.
 
+use std::io::Write;
 use std::sync::Mutex;
 
+use mercury_rig::reruns::{self, Next, RERUN_BUDGET};
 use mercury_rig::{Rig, RunOptions, Status};
 
 static ONE_L1_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Runs of a scenario after the first, each only when the one before failed
-/// with evidence that the environment (not mercury) broke.
-const ENVIRONMENT_RETRIES: u32 = 4;
+/// A line on the real stderr (not captured by the test harness).
+fn progress(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "rig: {message}");
+}
 
 fn run_scenario(name: &str, required: &[&str]) {
     let _guard = ONE_L1_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let rig = Rig::from_env();
-    let mut report = run_once(&rig, name);
-    // L1 is a Debian kernel hosting KVM on QEMU-TCG's emulated SVM. That
-    // environment fails on its own now and then (about once in 25-75
-    // 2-vCPU guest boots): L1's kernel oopses, soft-locks or hangs, or the
-    // emulated SVM resumes a guest vCPU at an address inside L1's kvm
-    // module (docs/RIG.md, "Known defects of the environment"). A run with
-    // such evidence says nothing about mercury, so it is run again, loudly,
-    // up to ENVIRONMENT_RETRIES times. Without that evidence, a guest or
-    // mercury failure fails at once.
-    for retry in 1..=ENVIRONMENT_RETRIES {
-        if report.require(required).is_ok() {
-            break;
-        }
-        let Some(why) = report.environment_failure() else {
-            break;
+    let mut reruns_done = 0;
+    let mut rerun_log = Vec::new();
+    let report = loop {
+        let attempt = reruns_done + 1;
+        let report = run_once(&rig, name, attempt);
+        let passed = report.require(required).is_ok();
+        let environment = if passed {
+            None
+        } else {
+            report.environment_failure()
         };
-        eprintln!(
-            "rig: the environment failed during `{name}` ({why}); console log {}; \
-             running the scenario again ({retry} of {ENVIRONMENT_RETRIES})",
-            report.console_log.display()
-        );
-        report = run_once(&rig, name);
-    }
+        match reruns::next(passed, environment, reruns_done, RERUN_BUDGET) {
+            Next::Pass | Next::Fail => break report,
+            Next::Rerun { n, evidence } => {
+                let line = format!(
+                    "RERUN {n} of at most {RERUN_BUDGET} for `{name}`: the environment failed \
+                     ({evidence}); console log {}",
+                    report.console_log.display()
+                );
+                progress(&line);
+                rerun_log.push(line);
+                reruns_done = n;
+            }
+            Next::BudgetSpent { evidence } => {
+                let failure = report.require(required).unwrap_err();
+                panic!(
+                    "`{name}`: the environment failed again ({evidence}), more reruns than \
+                     the budget of {RERUN_BUDGET} allows\nearlier:\n  {}\n{failure}",
+                    rerun_log.join("\n  ")
+                );
+            }
+        }
+    };
     if let Err(failure) = report.require(required) {
         // The failure carries the problems, the console log path and its tail.
         panic!("{failure}");
     }
     eprintln!("{report}");
+    progress(&format!(
+        "`{name}` passed after {reruns_done} rerun(s) (budget {RERUN_BUDGET}){}",
+        rerun_log
+            .iter()
+            .map(|l| format!("\n  {l}"))
+            .collect::<String>()
+    ));
     // `require` covers these; spelled out so each expectation is visible here.
     for check in required {
         let status = report.result(check).map(|r| r.status);
@@ -61,8 +90,33 @@ fn run_scenario(name: &str, required: &[&str]) {
     assert!(report.done, "RIG-DONE not seen");
 }
 
-fn run_once(rig: &Rig, name: &str) -> mercury_rig::RunReport {
-    match rig.run(name, &RunOptions::default()) {
+fn run_once(rig: &Rig, name: &str, attempt: u32) -> mercury_rig::RunReport {
+    progress(&format!(
+        "`{name}` (run {attempt}): preparing and booting L1"
+    ));
+    let mut on_line = |line: &str| {
+        let line = line.trim_start();
+        if line.starts_with("RIG-INIT") {
+            progress(&format!("`{name}` (run {attempt}): L1 reached /init"));
+        } else if let Some(rest) = line.strip_prefix("RIG-BOOT ") {
+            let field = |key: &str| {
+                rest.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            progress(&format!(
+                "`{name}` (run {attempt}): boot {} of {} ({} {})",
+                field("n="),
+                field("of="),
+                field("vmm="),
+                field("label=")
+            ));
+        } else if line.starts_with("RIG-RESULT") || line.starts_with("RIG-BOOT-FAILED") {
+            progress(&format!("`{name}` (run {attempt}): {line}"));
+        }
+    };
+    match rig.run_streaming(name, &RunOptions::default(), &mut on_line) {
         Ok(report) => report,
         Err(err) => {
             let mut message = format!("rig could not run `{name}`: {err}");

@@ -149,6 +149,10 @@ fn run(rig: &Rig, name: &str, options: &RunOptions, quiet: bool) -> ExitCode {
     };
     match rig.run_streaming(name, options, &mut echo) {
         Ok(report) => {
+            let boots = report.boots();
+            if !boots.is_empty() {
+                println!("{}", mercury_rig::evidence::summary(&boots));
+            }
             println!("{report}");
             if report.passed() {
                 ExitCode::SUCCESS
