@@ -165,6 +165,27 @@ fn memory_fails_when_the_announced_size_differs() {
 }
 
 #[test]
+fn memory_fails_on_an_announcement_that_is_not_a_number() {
+    // The last `expect_mib=` counts, as the last `checks=` does.
+    let run = boot_with_cmdline(
+        "test-guest-bzimage",
+        "expect_mib=128 checks=memory expect_mib=12x",
+        1,
+        128,
+    );
+    assert_eq!(run.exit, VmExit::Reset, "serial:\n{}", run.serial);
+    assert_eq!(
+        run.checks().get("memory"),
+        Some(&(
+            false,
+            "mib=128 expect_mib=12x reason=bad-expect_mib".to_string()
+        )),
+        "serial:\n{}",
+        run.serial
+    );
+}
+
+#[test]
 fn memory_fails_without_an_announced_size() {
     let run = boot_with_cmdline("test-guest-elf64", "checks=memory", 1, 256);
     assert_eq!(run.exit, VmExit::Reset, "serial:\n{}", run.serial);
