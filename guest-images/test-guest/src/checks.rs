@@ -16,6 +16,7 @@ use crate::cpu::{self, cpuid, inb, outb, CPUID_1_ECX_HYPERVISOR};
 use crate::phys;
 use crate::serial::{println, Bytes};
 use crate::smp;
+use crate::virtio;
 
 /// Checks run when the command line has no `checks=`.
 const DEFAULT_CHECKS: &[u8] = b"serial";
@@ -84,7 +85,30 @@ fn run(name: &[u8], boot: &BootInfo) {
         b"triple-fault" => triple_fault(),
         b"heartbeat" => heartbeat(),
         b"halt" => cpu::halt_forever(),
+        b"virtio-acpi" => virtio::check_acpi(boot),
+        b"virtio-rng" | b"virtio-blk" | b"virtio-blk-ro" | b"virtio-net" | b"virtio-vsock" => {
+            virtio_check(name, boot)
+        }
         _ => println!("CHECK {} FAIL unknown-check", Bytes(name)),
+    }
+}
+
+/// The virtio device checks, on the devices found by the route the
+/// command line picks (`virtio_route=acpi`, else `virtio_mmio.device=`).
+fn virtio_check(name: &[u8], boot: &BootInfo) {
+    let found = match virtio::devices(boot) {
+        Ok(found) => found,
+        Err(why) => {
+            println!("CHECK {} FAIL {why}", Bytes(name));
+            return;
+        }
+    };
+    match name {
+        b"virtio-rng" => virtio::rng::check(&found),
+        b"virtio-blk" => virtio::blk::check(&found),
+        b"virtio-blk-ro" => virtio::blk::check_read_only(&found),
+        b"virtio-net" => virtio::net::check(&found),
+        _ => virtio::vsock::check(&found, boot.cmdline()),
     }
 }
 

@@ -20,6 +20,7 @@ mod paging;
 mod phys;
 mod serial;
 mod smp;
+mod virtio;
 
 use core::panic::PanicInfo;
 
