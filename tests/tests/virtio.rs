@@ -51,3 +51,40 @@ fn no_rng_configured_no_rng_found() {
         run.serial
     );
 }
+
+/// A malicious driver (the test guest's `virtio-attack`): status writes out
+/// of order, bad queue sizes, a queue that does not exist, config writes
+/// out of range, buffers outside guest memory and across the MMIO gap (the
+/// guest has RAM on both sides of it), lengths that overflow, wrong
+/// directions, a descriptor loop, a runaway available index. The VMM keeps
+/// running, the device answers or asks for a reset, and works afterwards.
+#[test]
+fn a_malicious_driver_cannot_break_the_vmm_or_the_device() {
+    let dir = TempDir::new("virtio-attack");
+    let mut config = config(&dir, "checks=virtio-attack,virtio-rng");
+    config.rng = true;
+    config.memory_mib = 3584;
+    let run = run_guest(config);
+    assert_eq!(run.exit, VmExit::Reset, "serial:\n{}", run.serial);
+    let attacks: Vec<&str> = run
+        .serial
+        .lines()
+        .filter(|l| l.starts_with("VIRTIO-ATTACK "))
+        .collect();
+    assert_eq!(attacks.len(), 9, "serial:\n{}", run.serial);
+    for line in &attacks {
+        assert!(line.contains(" survived "), "{line}");
+    }
+    assert!(
+        attacks
+            .iter()
+            .any(|l| l
+                .starts_with("VIRTIO-ATTACK runaway-avail-index survived needs-reset,recovered")),
+        "the runaway index must set DEVICE_NEEDS_RESET:\n{}",
+        run.serial
+    );
+    let verdict = run.passed("virtio-attack");
+    assert_eq!(detail_value(&verdict, "survived"), Some("9"), "{verdict}");
+    // The device still serves a well-behaved driver afterwards.
+    run.passed("virtio-rng");
+}

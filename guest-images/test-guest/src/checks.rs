@@ -86,9 +86,8 @@ fn run(name: &[u8], boot: &BootInfo) {
         b"heartbeat" => heartbeat(),
         b"halt" => cpu::halt_forever(),
         b"virtio-acpi" => virtio::check_acpi(boot),
-        b"virtio-rng" | b"virtio-blk" | b"virtio-blk-ro" | b"virtio-net" | b"virtio-vsock" => {
-            virtio_check(name, boot)
-        }
+        b"virtio-rng" | b"virtio-blk" | b"virtio-blk-ro" | b"virtio-net" | b"virtio-vsock"
+        | b"virtio-attack" => virtio_check(name, boot),
         _ => println!("CHECK {} FAIL unknown-check", Bytes(name)),
     }
 }
@@ -108,6 +107,7 @@ fn virtio_check(name: &[u8], boot: &BootInfo) {
         b"virtio-blk" => virtio::blk::check(&found),
         b"virtio-blk-ro" => virtio::blk::check_read_only(&found),
         b"virtio-net" => virtio::net::check(&found),
+        b"virtio-attack" => virtio::attack::check(&found, boot.ram_bytes.unwrap_or(0)),
         _ => virtio::vsock::check(&found, boot.cmdline()),
     }
 }

@@ -7,6 +7,7 @@
 //! Plain integer code only (this guest's kernel-mode code may be
 //! interpreted by the host's KVM).
 
+pub mod attack;
 pub mod blk;
 pub mod net;
 pub mod rng;
@@ -346,6 +347,9 @@ const EMPTY_PAGE: QueuePage = QueuePage {
 /// Queue pages for every queue the checks set up.
 const QUEUE_PAGES: usize = 12;
 static mut QUEUES: [QueuePage; QUEUE_PAGES] = [EMPTY_PAGE; QUEUE_PAGES];
+/// Which (window base, queue index) owns each page, so that setting a
+/// queue up again after a reset reuses its page.
+static mut QUEUE_OWNERS: [(u64, u16); QUEUE_PAGES] = [(0, 0); QUEUE_PAGES];
 static mut NEXT_QUEUE: usize = 0;
 
 /// Page-aligned buffers the checks hand to devices.
@@ -395,14 +399,25 @@ pub struct Used {
 impl Virtq {
     /// Sets up queue `index` of `window` with [`QUEUE_SIZE`] entries.
     pub fn new(window: Window, index: u16) -> Result<Virtq, &'static str> {
-        // SAFETY: one thread runs the checks; each page is handed out once.
+        // SAFETY: one thread runs the checks; a page belongs to one queue.
         let page = unsafe {
             let next = &mut *addr_of_mut!(NEXT_QUEUE);
-            if *next >= QUEUE_PAGES {
-                return Err("out-of-queue-pages");
-            }
-            let page = addr_of_mut!((*addr_of_mut!(QUEUES))[*next]);
-            *next += 1;
+            let owners = &mut *addr_of_mut!(QUEUE_OWNERS);
+            let slot = match owners[..*next]
+                .iter()
+                .position(|&o| o == (window.base, index))
+            {
+                Some(slot) => slot,
+                None if *next < QUEUE_PAGES => {
+                    owners[*next] = (window.base, index);
+                    *next += 1;
+                    *next - 1
+                }
+                None => return Err("out-of-queue-pages"),
+            };
+            let page = addr_of_mut!((*addr_of_mut!(QUEUES))[slot]);
+            // A queue set up again starts from empty rings.
+            write_volatile(page, EMPTY_PAGE);
             page
         };
         window.write(reg::QUEUE_SEL, u32::from(index));
@@ -412,7 +427,6 @@ impl Virtq {
         }
         let size = QUEUE_SIZE.min(max as u16);
         window.write(reg::QUEUE_NUM, u32::from(size));
-        let base = page as u64;
         // SAFETY: `page` is a valid, exclusively owned queue page.
         let (desc, avail, used) = unsafe {
             (
@@ -421,7 +435,6 @@ impl Virtq {
                 addr_of_mut!((*page).used_flags) as u64,
             )
         };
-        let _ = base;
         let set = |low: u64, high: u64, addr: u64| {
             window.write(low, addr as u32);
             window.write(high, (addr >> 32) as u32);
@@ -475,6 +488,27 @@ impl Virtq {
             fence(Ordering::SeqCst);
         }
         self.window.notify(self.index);
+    }
+
+    /// The same as [`Virtq::new`]: a queue set up again reuses its page.
+    pub fn new_reused(window: Window, index: u16) -> Result<Virtq, &'static str> {
+        Self::new(window, index)
+    }
+
+    /// The descriptor [`Virtq::submit`] would use next.
+    pub fn next_free(&self) -> u16 {
+        self.next_desc % self.size
+    }
+
+    /// Skips `n` descriptors (written by hand with [`Virtq::write_desc`]).
+    pub fn skip(&mut self, n: u16) {
+        self.next_desc = (self.next_desc + n) % self.size;
+    }
+
+    /// The available ring's index.
+    pub fn avail_idx(&self) -> u16 {
+        // SAFETY: the page is ours.
+        unsafe { read_volatile(addr_of_mut!((*self.page).avail_idx)) }
     }
 
     /// Writes a raw descriptor (for the malicious checks).
