@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use vmm_core::{SerialSink, Vm, VmConfig, VmExit};
 
+pub mod netns;
+
 /// Longest a test guest may run before a test gives up on it. Generous: the
 /// test guest's kernel-mode code is interpreted on some hosts.
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,0 +1,149 @@
+//! Network test helpers: a private network namespace for the calling
+//! thread, and a raw packet socket on an interface in it, to see the
+//! frames a guest sends through its TAP and to send it some.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Moves the calling thread into a new, empty network namespace (and so
+/// every TAP, bridge and socket it creates after this). Needs root.
+/// Threads and child processes started from this thread afterwards are in
+/// it too; other threads of the test binary are not.
+pub fn enter_new_netns() -> io::Result<()> {
+    // SAFETY: unshare has no memory-safety preconditions; CLONE_NEWNET
+    // affects only the calling thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    ip(&["link", "set", "lo", "up"])
+}
+
+/// Runs `ip ARGS` (iproute2) in the calling thread's namespace.
+pub fn ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Whether an interface of this name exists in the calling thread's
+/// namespace.
+pub fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// A raw `AF_PACKET` socket bound to one interface: every frame through it.
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: i32,
+}
+
+impl PacketSocket {
+    /// Opens a socket on interface `name` (which must exist).
+    pub fn bind(name: &str) -> io::Result<PacketSocket> {
+        let protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2) call; the fd is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol)) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
+        // SAFETY: `cname` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) } as i32;
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: an all-zero sockaddr_ll is valid; fields are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol;
+        addr.sll_ifindex = ifindex;
+        // SAFETY: `addr` is a valid sockaddr_ll of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PacketSocket { fd, ifindex })
+    }
+
+    /// The next frame within `timeout`, or None.
+    pub fn recv(&self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let mut pollfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pollfd, 1, left.as_millis().max(1) as i32) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                continue;
+            }
+            let mut buf = vec![0u8; 65536];
+            // SAFETY: `buf` is writable for its length.
+            let len =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if len < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            buf.truncate(len as usize);
+            return Ok(Some(buf));
+        }
+    }
+
+    /// Sends one Ethernet frame out of the interface.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: an all-zero sockaddr_ll is valid; fields are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = self.ifindex;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: `frame` is readable for its length, `addr` valid.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
