@@ -1,22 +1,82 @@
 #!/usr/bin/env bash
 # One-time (idempotent) host set-up for building and testing mercury:
 # Debian packages and Rust targets. Safe to run again; installs only what is
-# missing. Needs root for apt (CI and the dev machines run as root).
+# missing or not at the pinned version. Needs root for apt (CI and the dev
+# machines run as root). Expects Debian 12 (bookworm).
 set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
 
-# Debian packages: QEMU for the L1 rig (real KVM under emulated SVM),
-# kernel build tools for the guest kernel, busybox for initramfs images,
-# util-linux for setpriv (a test drops privileges), iproute2 for netns tests.
-packages=(qemu-system-x86 flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3)
+# The L1 rig's QEMU, pinned: QEMU 10.0 from bookworm-backports (docs/RIG.md,
+# "The emulated host", has the measurements that chose it). The packages
+# that must come from the same build are pinned with it.
+BACKPORTS=bookworm-backports
+BACKPORTS_SOURCES=/etc/apt/sources.list.d/mercury-bookworm-backports.sources
+QEMU_VERSION='1:10.0.2+ds-2+deb13u1~bpo12+1'
+SEABIOS_VERSION='1.16.3-2~bpo12+1'
+pinned=(
+  "qemu-system-x86=$QEMU_VERSION"
+  "qemu-system-common=$QEMU_VERSION"
+  "qemu-system-data=$QEMU_VERSION"
+  "seabios=$SEABIOS_VERSION"
+)
+
+# Other Debian packages: kernel build tools for the guest kernel, busybox
+# for initramfs images, util-linux for setpriv (a test drops privileges),
+# iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules.
+packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3)
+
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+if [[ "$codename" != bookworm ]]; then
+  echo "setup: this is Debian '${codename:-unknown}', not bookworm: the pinned packages may not exist" >&2
+fi
+
+updated=
+apt_update() {
+  [[ -n "$updated" ]] && return 0
+  apt-get update -qq >&2
+  updated=1
+}
+
+# bookworm-backports, on the same mirror as the machine's bookworm suites.
+if ! grep -rqs --include='*.list' --include='*.sources' -E "^[^#]*\b$BACKPORTS\b" \
+  /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  echo "setup: adding $BACKPORTS ($BACKPORTS_SOURCES)" >&2
+  cat >"$BACKPORTS_SOURCES" <<EOF
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $BACKPORTS
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  apt_update
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
+  apt_update
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+stale=()
+for spec in "${pinned[@]}"; do
+  name=${spec%%=*} want=${spec#*=}
+  have=$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)
+  [[ "$have" == "install ok installed $want" ]] || stale+=("$spec")
+done
+if ((${#stale[@]})); then
+  echo "setup: installing ${stale[*]} from $BACKPORTS" >&2
+  apt_update
+  if ! apt-get install -y -qq --no-install-recommends --allow-downgrades -t "$BACKPORTS" \
+    "${pinned[@]}" >&2; then
+    echo "setup: the pinned QEMU ($QEMU_VERSION) is not installable from $BACKPORTS;" \
+      "see 'apt-cache policy qemu-system-x86' and update the pin in scripts/setup.sh" \
+      "and docs/RIG.md together" >&2
+    exit 1
+  fi
 fi
 
 # Rust targets: the no_std test guest and the static mercury used in the rig.

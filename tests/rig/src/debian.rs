@@ -9,8 +9,14 @@ use std::process::Command;
 use crate::cache::Cache;
 use crate::command::{run, CommandError};
 
-/// The L1 kernel the rig was measured with (ENVIRONMENT.md, test path 2).
-pub const L1_KERNEL_PACKAGE: &str = "linux-image-6.1.0-50-cloud-amd64-unsigned";
+/// The L1 kernel, pinned: Debian's 6.12 cloud kernel from bookworm-backports
+/// (scripts/setup.sh adds that suite), chosen by the measurements in
+/// docs/RIG.md, "The emulated host".
+pub const L1_KERNEL_PACKAGE: &str = "linux-image-6.12.117+deb12-cloud-amd64-unsigned";
+/// The pinned kernel's series, `(prefix, suffix)` around its ABI number:
+/// when apt no longer has the pinned package, the newest of the series is
+/// used and the report says so.
+pub const L1_KERNEL_SERIES: (&str, &str) = ("linux-image-6.12.", "+deb12-cloud-amd64-unsigned");
 /// Statically linked busybox: L1's whole userland.
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 
@@ -27,7 +33,7 @@ pub enum DebianError {
     },
     #[error("the kernel package {package} has no {what}")]
     KernelLayout { package: String, what: String },
-    #[error("no 6.1 cloud-amd64 kernel package is available from apt ({0})")]
+    #[error("no L1 kernel package of the pinned series is available from apt ({0}); run scripts/setup.sh (it adds bookworm-backports)")]
     NoKernel(String),
 }
 
@@ -73,7 +79,7 @@ pub fn fetch(cache: &Cache, package: &str) -> Result<Unpacked, DebianError> {
 }
 
 /// `package` (`rig run --l1-kernel`), else the pinned L1 kernel, or the
-/// newest 6.1 cloud-amd64 one when apt no longer has the pinned ABI
+/// newest of [`L1_KERNEL_SERIES`] when apt no longer has the pinned ABI
 /// (recorded in [`L1Kernel::note`]). An explicitly named package has no
 /// fallback: a measurement must run on the kernel it names.
 pub fn l1_kernel(cache: &Cache, package: Option<&str>) -> Result<L1Kernel, DebianError> {
@@ -81,7 +87,7 @@ pub fn l1_kernel(cache: &Cache, package: Option<&str>) -> Result<L1Kernel, Debia
         (_, Ok(unpacked)) => (unpacked, None),
         (Some(_), Err(err)) => return Err(err),
         (None, Err(pinned_err)) => {
-            let newest = newest_61_cloud_kernel()
+            let newest = newest_in_series()
                 .map_err(|e| DebianError::NoKernel(format!("{pinned_err}; {e}")))?;
             let note = format!("{L1_KERNEL_PACKAGE} is unavailable ({pinned_err}); using {newest}");
             (fetch(cache, &newest)?, Some(note))
@@ -116,23 +122,43 @@ pub fn l1_kernel(cache: &Cache, package: Option<&str>) -> Result<L1Kernel, Debia
     })
 }
 
-/// The newest `linux-image-6.1.0-<abi>-cloud-amd64-unsigned` apt knows.
-fn newest_61_cloud_kernel() -> Result<String, DebianError> {
-    let pattern = r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$";
-    let output = run(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
+/// The newest package of [`L1_KERNEL_SERIES`] apt knows.
+fn newest_in_series() -> Result<String, DebianError> {
+    let (prefix, suffix) = L1_KERNEL_SERIES;
+    let pattern = format!("^{}[0-9]+{}$", regex_quote(prefix), regex_quote(suffix));
+    let output = run(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
+    let names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    newest(&names, L1_KERNEL_SERIES)
+        .ok_or_else(|| DebianError::NoKernel(format!("apt-cache search '{pattern}' found none")))
+}
+
+/// The name in `names` with the highest ABI number between `series`'s prefix and suffix.
+fn newest(names: &[String], (prefix, suffix): (&str, &str)) -> Option<String> {
     let abi = |name: &str| -> Option<u32> {
-        name.strip_prefix("linux-image-6.1.0-")?
-            .strip_suffix("-cloud-amd64-unsigned")?
+        name.strip_prefix(prefix)?
+            .strip_suffix(suffix)?
             .parse()
             .ok()
     };
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter_map(|name| abi(name).map(|n| (n, name.to_string())))
+    names
+        .iter()
+        .filter_map(|name| abi(name).map(|n| (n, name.clone())))
         .max()
         .map(|(_, name)| name)
-        .ok_or_else(|| DebianError::NoKernel("apt-cache search found none".to_string()))
+}
+
+/// `text` with the regular-expression metacharacters apt-cache would see escaped.
+fn regex_quote(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = ".+*?()[]{}^$|\\".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
 }
 
 fn cached_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, DebianError> {
@@ -214,4 +240,31 @@ fn unpack(deb: &Path, root: &Path) -> Result<(), DebianError> {
         path: root.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_of_the_series_by_abi_number() {
+        let names: Vec<String> = [
+            "linux-image-6.12.95+deb12-cloud-amd64-unsigned",
+            "linux-image-6.12.117+deb12-cloud-amd64-unsigned",
+            "linux-image-6.12.111+deb12-cloud-amd64-unsigned",
+            "linux-image-6.12.200+deb12-amd64-unsigned",
+            "linux-image-6.1.0-57-cloud-amd64-unsigned",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            newest(&names, L1_KERNEL_SERIES).as_deref(),
+            Some("linux-image-6.12.117+deb12-cloud-amd64-unsigned")
+        );
+        assert_eq!(newest(&names[4..], L1_KERNEL_SERIES), None);
+        assert_eq!(regex_quote("linux-image-6.12."), "linux-image-6\\.12\\.");
+        assert_eq!(regex_quote("+deb12"), "\\+deb12");
+        let (prefix, suffix) = L1_KERNEL_SERIES;
+        assert!(L1_KERNEL_PACKAGE.starts_with(prefix) && L1_KERNEL_PACKAGE.ends_with(suffix));
+    }
 }

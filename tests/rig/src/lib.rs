@@ -1,7 +1,9 @@
 //! The L1 VM test rig: runs a scenario inside a QEMU-TCG VM ("L1") whose
 //! Debian kernel gets a real, nested KVM from QEMU's emulated AMD SVM, so
 //! mercury can boot unmodified Linux guests on a host whose own /dev/kvm
-//! cannot (see shared ENVIRONMENT.md, "Test path 2", and docs/RIG.md).
+//! cannot: the development and CI machines' own /dev/kvm is a paravirtual
+//! KVM that interprets guest kernel code (docs/RIG.md, "The host's KVM and
+//! the two test paths").
 //!
 //! One run, top to bottom ([`Rig::run`]):
 //! 1. load `tests/rig/scenarios/<name>.sh` and its header ([`scenario`]);

@@ -159,6 +159,11 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
         failure_grace: L1_FAILURE_GRACE,
     };
     let follow = follow_console(&mut child, console, limits, &mut outcome, on_line);
+    if let (Some(status), None, false) = (outcome.exit, &outcome.l1_failure, outcome.console.done) {
+        if outcome.to_init.is_some() {
+            outcome.l1_failure = Some(ended_silently(status));
+        }
+    }
     if (outcome.timed_out || outcome.l1_failure.is_some()) && outcome.exit.is_none() {
         // QEMU still runs a stuck L1: say where its CPUs are.
         let state = monitor_query(&spec.monitor, "info registers -a");
@@ -186,6 +191,17 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
     }
     follow?;
     Ok(outcome)
+}
+
+/// Why L1 is counted as failed when QEMU exited after /init started but
+/// before RIG-DONE, with no failure on L1's console: /init never exits and
+/// L1 panics loudly (`panic=-1`), so what is left is a reset of L1 itself
+/// (a triple fault of L1's own CPU), which ends QEMU under `-no-reboot`.
+fn ended_silently(status: ExitStatus) -> String {
+    format!(
+        "L1 ended without RIG-DONE and without printing a failure (QEMU exited, {status}): \
+         under -no-reboot that is a reset of L1 itself, e.g. a triple fault of its own CPU"
+    )
 }
 
 /// Sends one command to QEMU's human monitor at `socket` and returns what it
@@ -493,6 +509,16 @@ mod tests {
         );
         assert_eq!(outcome.l1_failure, None);
         assert!(outcome.exit.is_some_and(|s| s.success()));
+    }
+
+    #[test]
+    fn an_l1_that_ends_without_rig_done_failed() {
+        use std::os::unix::process::ExitStatusExt;
+        let why = ended_silently(ExitStatus::from_raw(0));
+        assert!(
+            why.contains("without RIG-DONE") && why.contains("exit status: 0"),
+            "{why}"
+        );
     }
 
     #[test]
