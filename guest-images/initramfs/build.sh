@@ -4,11 +4,13 @@
 #
 #   build.sh initramfs   -> .../initramfs.cpio  (uncompressed newc)
 #
-# Contents: Debian's busybox-static, /init = init.sh, the device nodes and
-# directories of initramfs.list and one symlink per busybox applet, written
-# by mkcpio.py (deterministic, no root needed for the device nodes).
-# Inputs hashed into the cache key: this script, init.sh, initramfs.list,
-# mkcpio.py and the busybox-static package version. Layout under
+# Contents: Debian's busybox-static, /init = init.sh, /guest-test.sh (device
+# tests), /bin/guest-tool (../guest-tool: vsock and TCP test peer), the
+# device nodes and directories of initramfs.list and one symlink per busybox
+# applet, written by mkcpio.py (deterministic, no root needed for the device
+# nodes). Inputs hashed into the cache key: this script, init.sh,
+# guest-test.sh, initramfs.list, mkcpio.py, the guest-tool binary and the
+# busybox-static package version. Layout under
 # $MERCURY_CACHE/initramfs/ (default ~/.cache/mercury):
 #   src/busybox-static_<ver>_amd64.deb   the downloaded package
 #   <key>/initramfs.cpio                 present only when complete
@@ -40,7 +42,8 @@ trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 ensure_tools
 ver=$(apt_candidate "$pkg")
-key=$( { sha256sum "$0" "$here/../lib.sh" "$here/init.sh" "$here/initramfs.list" "$here/mkcpio.py" | cut -d' ' -f1
+guest_tool=$("$here/../guest-tool/build.sh")
+key=$( { sha256sum "$0" "$here/../lib.sh" "$here/init.sh" "$here/guest-test.sh" "$here/initramfs.list" "$here/mkcpio.py" "$guest_tool" | cut -d' ' -f1
          echo "$pkg=$ver"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 artifact=$out/initramfs.cpio
@@ -61,6 +64,8 @@ mkdir -p "$stage/bin"
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./bin/busybox >"$stage/bin/busybox"
 chmod 0755 "$stage/bin/busybox"
 cp "$here/init.sh" "$stage/init.sh"
+cp "$here/guest-test.sh" "$stage/guest-test.sh"
+cp "$guest_tool" "$stage/bin/guest-tool"
 
 list=$tmp/initramfs.list
 cp "$here/initramfs.list" "$list"

@@ -2,7 +2,8 @@
 # shellcheck shell=dash
 # /init of the mercury test initramfs (busybox). Reports on the serial console
 # with lines starting "MERCURY-GUEST ", then does what mercury.action= on the
-# kernel command line asks: reboot (default), poweroff, shell or panic.
+# kernel command line asks: reboot (default), poweroff, shell, panic, or test
+# (runs /guest-test.sh with mercury.test=<name>, then powers off).
 
 # Boot timer first, before anything else costs time: the VMM's boot-timer
 # device at the start of the MMIO gap records the moment of this write.
@@ -33,11 +34,13 @@ unset IFS
 echo "MERCURY-GUEST INFO memtotal_kb=$memtotal_kb nproc=$nproc"
 
 action=reboot
+guest_test=none
 read -r cmdline </proc/cmdline
 set -f  # split the command line into words, but never glob them
 for word in $cmdline; do
   case "$word" in
     mercury.action=*) action=${word#mercury.action=} ;;
+    mercury.test=*) guest_test=${word#mercury.test=} ;;
   esac
 done
 set +f
@@ -52,6 +55,10 @@ case "$action" in
     # cttyhack puts the shell on the real console (ttyS0) so job control and
     # ^C work; setsid makes it a session leader with that controlling tty.
     setsid cttyhack sh
+    poweroff -f ;;
+  test)
+    /bin/sh /guest-test.sh "$guest_test"
+    echo "MERCURY-GUEST TEST-END $guest_test"
     poweroff -f ;;
   panic)
     # A real panic ("sysrq triggered crash"); pvpanic tells the VMM.

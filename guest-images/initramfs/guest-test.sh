@@ -1,0 +1,79 @@
+#!/bin/busybox sh
+# shellcheck shell=dash
+# Guest side of mercury's device tests, run by /init for
+# mercury.action=test with mercury.test=<name>. Parameters come from the
+# kernel command line (mercury.ip=, mercury.peer=, mercury.role=,
+# mercury.port=, mercury.bytes=). Every result is one line
+# "MERCURY-GUEST <TEST> key=value ..." on the console; the host side of the
+# test (a rig scenario) checks the values and what it finds on the host.
+#
+#   blk      mount /dev/vda (ext4), read /token, write /written, sync, unmount
+#   durable  mount /dev/vda, write /durable, fsync, report, then wait to be killed
+#   ro       /dev/vda is read-only: a raw write must fail, a read-only mount works
+#   net      address eth0, ping the peer, then send or receive mercury.bytes over TCP
+#   vsock    connect to host port mercury.port and exchange a message; or, with
+#            mercury.role=listen, accept one connection on mercury.port and echo it
+
+test=$1
+ip="" peer="" role="" port=52 bytes=16777216
+read -r cmdline </proc/cmdline
+set -f
+for word in $cmdline; do
+  case "$word" in
+    mercury.ip=*) ip=${word#mercury.ip=} ;;
+    mercury.peer=*) peer=${word#mercury.peer=} ;;
+    mercury.role=*) role=${word#mercury.role=} ;;
+    mercury.port=*) port=${word#mercury.port=} ;;
+    mercury.bytes=*) bytes=${word#mercury.bytes=} ;;
+  esac
+done
+set +f
+mkdir -p /mnt
+
+case "$test" in
+  blk)
+    if mount -t ext4 /dev/vda /mnt; then
+      token=$(cat /mnt/token)
+      echo "written-by-guest $token" >/mnt/written
+      sync
+      umount /mnt
+      echo "MERCURY-GUEST BLK mounted=1 token=$token written=1"
+    else
+      echo "MERCURY-GUEST BLK mounted=0"
+    fi ;;
+  durable)
+    mount -t ext4 /dev/vda /mnt || { echo "MERCURY-GUEST DURABLE mounted=0"; exit 0; }
+    # dd's fsync: the data and the file's metadata reach the disk before
+    # the line below says so.
+    echo "durable-data-$$" | dd of=/mnt/durable conv=fsync 2>/dev/null
+    sync
+    echo "MERCURY-GUEST DURABLE synced=1 content=durable-data-$$"
+    sleep 3600 ;;
+  ro)
+    sys_ro=$(cat /sys/block/vda/ro)
+    dd if=/dev/zero of=/dev/vda bs=512 count=1 oflag=direct 2>/dev/null
+    write_rc=$?
+    token=none
+    if mount -t ext4 -o ro /dev/vda /mnt; then token=$(cat /mnt/token); umount /mnt; fi
+    echo "MERCURY-GUEST RO sys_ro=$sys_ro write_rc=$write_rc token=$token" ;;
+  net)
+    ip addr add "$ip" dev eth0 && ip link set eth0 up
+    mac=$(cat /sys/class/net/eth0/address)
+    echo "MERCURY-GUEST NET up ip=$ip mac=$mac"
+    if ping -c 3 -W 10 "$peer" >/tmp/ping 2>&1; then ping_rc=0; else ping_rc=1; fi
+    received=$(grep -c 'bytes from' /tmp/ping)
+    echo "MERCURY-GUEST NET ping peer=$peer rc=$ping_rc replies=$received"
+    case "$role" in
+      recv) echo "MERCURY-GUEST NET tcp $(guest-tool tcp-recv 5000)" ;;
+      send) echo "MERCURY-GUEST NET tcp $(guest-tool tcp-send "$peer:5000" "$bytes")" ;;
+    esac ;;
+  vsock)
+    if [ "$role" = listen ]; then
+      echo "MERCURY-GUEST VSOCK listening port=$port"
+      echo "MERCURY-GUEST VSOCK $(guest-tool listen "$port")"
+    else
+      echo "MERCURY-GUEST VSOCK $(guest-tool connect 2 "$port" mercury-guest-hello)"
+    fi ;;
+  *)
+    echo "MERCURY-GUEST ERROR unknown mercury.test=$test" ;;
+esac
