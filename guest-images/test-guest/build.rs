@@ -10,7 +10,10 @@ fn main() {
     // The flags come from .cargo/config.toml, which cargo only reads when run
     // from this folder; without them lld would link a static PIE.
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if !flags.split('\x1f').any(|flag| flag.ends_with("relocation-model=static")) {
+    if !flags
+        .split('\x1f')
+        .any(|flag| flag.ends_with("relocation-model=static"))
+    {
         panic!(
             "mercury-test-guest needs `-C relocation-model=static` (from its \
              .cargo/config.toml): build it with guest-images/test-guest/build.sh"
