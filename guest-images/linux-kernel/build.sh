@@ -7,6 +7,10 @@
 #   build.sh linux-elf64     -> .../vmlinux-elf64  (vmlinux with its PVH note
 #                               disabled by drop-pvh-note.py, so a VMM enters
 #                               it through the Linux 64-bit boot protocol)
+#   build.sh linux-kernel-acpi -> .../vmlinux of the same config without
+#                               CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, as a
+#                               distribution kernel may be: it finds its
+#                               virtio devices through ACPI only
 #
 # Inputs hashed into the cache key: this script, ../lib.sh, drop-pvh-note.py,
 # microvm-x86_64.config, the linux-source-6.1 package version and the
@@ -23,8 +27,9 @@ set -euo pipefail
 
 target=${1:-linux-kernel}
 case "$target" in
-  linux-kernel|linux-bzimage|linux-elf64) ;;
-  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64" >&2; exit 2 ;;
+  linux-kernel|linux-bzimage|linux-elf64) variant=default ;;
+  linux-kernel-acpi) variant=acpi ;;
+  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-acpi" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -100,13 +105,23 @@ tmp=""
 trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 ensure_tools
+if [ "$variant" = acpi ]; then
+  # The same fragment with the command-line device option turned off.
+  generated=$(mktemp)
+  grep -qx 'CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y' "$fragment" ||
+    die "the fragment has no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y to turn off"
+  sed 's/^CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y$/# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set/' \
+    "$fragment" >"$generated"
+  fragment=$generated
+  trap '[ -z "$tmp" ] || rm -rf "$tmp"; rm -f "$generated"' EXIT
+fi
 ver=$(apt_candidate "$pkg")
 compiler=$(gcc --version | head -n1)
 key=$( { sha256sum "$0" "$here/../lib.sh" "$here/drop-pvh-note.py" "$fragment" | cut -d' ' -f1; echo "$pkg=$ver"; echo "$compiler"; } |
        sha256sum | cut -c1-16)
 out=$cache/$key
 case "$target" in
-  linux-kernel) artifact=$out/vmlinux ;;
+  linux-kernel|linux-kernel-acpi) artifact=$out/vmlinux ;;
   linux-bzimage) artifact=$out/bzImage ;;
   linux-elf64) artifact=$out/vmlinux-elf64 ;;
 esac
