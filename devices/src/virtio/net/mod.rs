@@ -21,11 +21,15 @@ mod tap;
 mod tx;
 
 #[cfg(test)]
+mod rx_tests;
+#[cfg(test)]
 mod tap_tests;
 #[cfg(test)]
 mod test_utils;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tx_tests;
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
