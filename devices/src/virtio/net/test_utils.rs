@@ -34,7 +34,7 @@ pub(super) struct FakeState {
     pub(super) offload: Option<u32>,
 }
 
-pub(super) struct FakeTap(Arc<Mutex<FakeState>>);
+pub(super) struct FakeTap(pub(super) Arc<Mutex<FakeState>>);
 
 impl Backend for FakeTap {
     fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {
