@@ -80,8 +80,9 @@ pub enum NetError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// Another process has the (single-queue) TAP open.
-    #[error("TAP {tap} is busy: another process has it open")]
+    /// Another file descriptor (another process, or another device) is
+    /// attached to the single-queue TAP.
+    #[error("TAP {tap} is busy: another file descriptor is attached to it (a single-queue TAP takes one)")]
     TapBusy {
         /// The TAP's name.
         tap: String,

@@ -62,7 +62,9 @@ pub(super) struct Rx {
 impl Rx {
     pub(super) fn new() -> Self {
         Rx {
-            frame: vec![0; VNET_HDR_LEN + MAX_FRAME_LEN],
+            // One byte more than the largest frame taken: a TAP truncates
+            // a frame to the buffer, so a read that fills it was too large.
+            frame: vec![0; VNET_HDR_LEN + MAX_FRAME_LEN + 1],
             frame_len: 0,
             buffers: VecDeque::new(),
             waiting: false,
@@ -127,7 +129,7 @@ impl Rx {
     fn read(&mut self, backend: &mut dyn Backend, stats: &mut NetStats) -> bool {
         loop {
             match backend.read_frame(&mut self.frame) {
-                Ok(n) if n < VNET_HDR_LEN => {
+                Ok(n) if n < VNET_HDR_LEN || n > VNET_HDR_LEN + MAX_FRAME_LEN => {
                     stats.rx_dropped += 1;
                     return true;
                 }

@@ -4,7 +4,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::EventSet;
 
 use super::test_utils::{frame, memory, GuestQueue, Harness, FAKE_FD};
-use super::{FRAMES_PER_WAKE, RX_QUEUE, VNET_HDR_LEN};
+use super::{FRAMES_PER_WAKE, MAX_FRAME_LEN, RX_QUEUE, VNET_HDR_LEN};
 use crate::virtio::{FdChange, VERSION_1};
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_DATA_VALID,
@@ -229,4 +229,29 @@ fn a_short_frame_from_the_tap_is_dropped() {
     h.tap_event(EventSet::IN);
     assert_eq!(rx.used(), vec![(0, 32)]);
     assert_eq!(h.net.stats().rx_dropped, 1);
+}
+
+#[test]
+fn a_frame_from_the_tap_over_the_limit_is_dropped_one_at_it_is_delivered() {
+    let memory = memory();
+    let mut rx = GuestQueue::new(&memory, 0, 64);
+    let tx = GuestQueue::new(&memory, 0x8000, 16);
+    for i in 0..40 {
+        rx.add_chain(&[(0x10_0000 + i * 0x1000, 4096, true)]);
+    }
+    let mut h = Harness::new(&memory, &rx, &tx, MRG);
+    let largest = frame(MAX_FRAME_LEN, 4);
+    h.tap()
+        .to_guest
+        .extend([frame(MAX_FRAME_LEN + 1, 3), largest.clone()]);
+
+    h.tap_event(EventSet::IN);
+    assert_eq!(h.net.stats().rx_dropped, 1);
+    let used = rx.used();
+    let chains = largest.len().div_ceil(4096);
+    assert_eq!(used.len(), chains);
+    // The chains are contiguous in guest memory: read the frame in one go.
+    let got = read(&memory, 0x10_0000, largest.len());
+    assert_eq!(got, with_num_buffers(largest, chains as u16));
+    assert!(h.interrupt.broken().is_empty());
 }
