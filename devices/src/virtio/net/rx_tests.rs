@@ -255,3 +255,40 @@ fn a_frame_from_the_tap_over_the_limit_is_dropped_one_at_it_is_delivered() {
     assert_eq!(got, with_num_buffers(largest, chains as u16));
     assert!(h.interrupt.broken().is_empty());
 }
+
+#[test]
+fn interrupts_follow_event_idx_and_a_split_frame_always_interrupts() {
+    let memory = memory();
+    let mut rx = GuestQueue::new(&memory, 0, 16);
+    let tx = GuestQueue::new(&memory, 0x8000, 16);
+    for i in 0..6 {
+        rx.add_chain(&[(0x10_0000 + i * 0x1000, 1500, true)]);
+    }
+    let event_idx = 1 << crate::virtio::VIRTIO_RING_F_EVENT_IDX;
+    let mut h = Harness::new(&memory, &rx, &tx, MRG | event_idx);
+    // Interrupt once the used index passes 5.
+    rx.set_used_event(&memory, 5);
+    h.tap().to_guest.extend((0..3).map(|i| frame(100, i)));
+    h.tap_event(EventSet::IN);
+    assert_eq!(rx.used().len(), 3);
+    assert_eq!(
+        h.interrupt.used(),
+        0,
+        "the driver asked for no interrupt yet"
+    );
+
+    // Two buffers for one frame: published at once, so interrupt rather
+    // than trust a count that saw one of them.
+    h.tap().to_guest.push_back(frame(2000, 9));
+    rx.set_used_event(&memory, 100);
+    h.tap_event(EventSet::IN);
+    assert_eq!(rx.used().len(), 5);
+    assert_eq!(h.interrupt.used(), 1);
+
+    // One buffer, used index passing used_event (5): interrupt.
+    rx.set_used_event(&memory, 5);
+    h.tap().to_guest.push_back(frame(100, 1));
+    h.tap_event(EventSet::IN);
+    assert_eq!(rx.used().len(), 6);
+    assert_eq!(h.interrupt.used(), 2);
+}

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{Backend, Net, VNET_HDR_LEN};
 use crate::virtio::test_utils::CountingInterrupt;
@@ -91,6 +92,7 @@ pub(super) type Desc = (u64, u32, bool);
 pub(super) struct GuestQueue<'a> {
     pub(super) mock: MockSplitQueue<'a, GuestMemoryMmap>,
     next_desc: u16,
+    size: u16,
 }
 
 impl<'a> GuestQueue<'a> {
@@ -98,6 +100,7 @@ impl<'a> GuestQueue<'a> {
         GuestQueue {
             mock: MockSplitQueue::create(memory, GuestAddress(base), size),
             next_desc: 0,
+            size,
         }
     }
 
@@ -122,6 +125,13 @@ impl<'a> GuestQueue<'a> {
             .collect();
         self.mock.add_desc_chains(&raw, first).unwrap();
         self.next_desc += descs.len() as u16;
+    }
+
+    /// Sets `used_event`: the driver asks for an interrupt once the used
+    /// index passes it (EVENT_IDX).
+    pub(super) fn set_used_event(&self, memory: &GuestMemoryMmap, value: u16) {
+        let addr = self.mock.avail_addr().0 + 4 + 2 * u64::from(self.size);
+        memory.write_obj(value.to_le(), GuestAddress(addr)).unwrap();
     }
 
     /// Used entries so far: (head, length).
@@ -162,16 +172,15 @@ impl Harness {
         net.ack_features(features);
         let interrupt = Arc::new(CountingInterrupt::default());
         let mut fds = FdWatch::default();
-        net.activate(
-            memory.clone(),
-            vec![
-                rx.mock.create_queue().unwrap(),
-                tx.mock.create_queue().unwrap(),
-            ],
-            interrupt.clone(),
-            &mut fds,
-        )
-        .unwrap();
+        // As the transport does: EVENT_IDX is a property of the queues.
+        let event_idx = features & (1 << crate::virtio::VIRTIO_RING_F_EVENT_IDX) != 0;
+        let queues = [rx, tx].map(|q| {
+            let mut queue: Queue = q.mock.create_queue().unwrap();
+            queue.set_event_idx(event_idx);
+            queue
+        });
+        net.activate(memory.clone(), queues.into(), interrupt.clone(), &mut fds)
+            .unwrap();
         Harness {
             net,
             tap,
