@@ -71,14 +71,20 @@ pub struct NetStats {
 }
 
 /// What an active session holds.
-pub(super) struct Active {
-    pub(super) memory: GuestMemoryMmap,
-    pub(super) rx_queue: Queue,
-    pub(super) tx_queue: Queue,
-    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
+struct Active {
+    memory: GuestMemoryMmap,
+    rx_queue: Queue,
+    tx_queue: Queue,
+    interrupt: Arc<dyn VirtioInterrupt>,
 }
 
 /// A virtio-net device on a host TAP.
+///
+/// It owns the TAP's only descriptor: dropping the device closes it, and
+/// a TAP that [`Net::new`] created goes with it. The TAP is watched from
+/// activation to reset (added through the [`FdWatch`] of `activate`), not
+/// from VM start ([`VirtioDevice::host_fds`] is empty): a TAP that fills
+/// before the driver is up must not wake the VMM thread for nothing.
 pub struct Net {
     backend: Box<dyn Backend>,
     tap_name: String,

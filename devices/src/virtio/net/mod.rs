@@ -5,12 +5,12 @@
 //! `TUNSETVNETHDRSZ`), so checksum and segmentation offloads pass between
 //! guest and host kernel untouched.
 //!
-//! - [`tap`]: opening (or creating) the TAP, offload probing.
-//! - [`device`]: configuration space, features, the [`VirtioDevice`] glue
+//! - `tap`: opening (or creating) the TAP, offload probing.
+//! - `device`: configuration space, features, the [`VirtioDevice`] glue
 //!   and which TAP events are watched.
-//! - [`rx`]: TAP → guest, with mergeable buffers and a pending frame while
+//! - `rx`: TAP → guest, with mergeable buffers and a pending frame while
 //!   the guest has no buffers.
-//! - [`tx`]: guest → TAP through a bounce buffer, with a pending chain
+//! - `tx`: guest → TAP through a bounce buffer, with a pending chain
 //!   while the TAP is full.
 //!
 //! [`VirtioDevice`]: super::VirtioDevice

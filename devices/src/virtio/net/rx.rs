@@ -129,7 +129,7 @@ impl Rx {
     fn read(&mut self, backend: &mut dyn Backend, stats: &mut NetStats) -> bool {
         loop {
             match backend.read_frame(&mut self.frame) {
-                Ok(n) if n < VNET_HDR_LEN || n > VNET_HDR_LEN + MAX_FRAME_LEN => {
+                Ok(n) if !(VNET_HDR_LEN..=VNET_HDR_LEN + MAX_FRAME_LEN).contains(&n) => {
                     stats.rx_dropped += 1;
                     return true;
                 }
