@@ -29,6 +29,8 @@ mod test_utils;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod transport_tests;
+#[cfg(test)]
 mod tx_tests;
 
 use std::io::{self, IoSlice};

@@ -25,9 +25,9 @@ use crate::virtio::{FdChange, FdWatch, VirtioDevice, VERSION_1};
 
 /// An ethertype for local experiments (IEEE 802): nothing else in the
 /// namespace sends it.
-const TEST_ETHERTYPE: u16 = 0x88b5;
-const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x65, 0x72, 0x63, 0x01];
-const HOST_MAC: [u8; 6] = [0x02, 0x6d, 0x65, 0x72, 0x63, 0x02];
+pub(super) const TEST_ETHERTYPE: u16 = 0x88b5;
+pub(super) const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x65, 0x72, 0x63, 0x01];
+pub(super) const HOST_MAC: [u8; 6] = [0x02, 0x6d, 0x65, 0x72, 0x63, 0x02];
 
 fn net_ns() -> String {
     std::fs::read_link("/proc/thread-self/ns/net")
@@ -36,7 +36,7 @@ fn net_ns() -> String {
 }
 
 /// Runs `body` on a thread in a new network namespace.
-fn in_netns(body: impl FnOnce() + Send + 'static) {
+pub(super) fn in_netns(body: impl FnOnce() + Send + 'static) {
     let host_ns = net_ns();
     let before = host_ns.clone();
     let thread = std::thread::spawn(move || {
@@ -58,7 +58,7 @@ fn in_netns(body: impl FnOnce() + Send + 'static) {
     assert_eq!(net_ns(), host_ns, "the test thread's namespace changed");
 }
 
-fn check(ret: libc::c_int, what: &str) {
+pub(super) fn check(ret: libc::c_int, what: &str) {
     assert!(ret >= 0, "{what}: {}", io::Error::last_os_error());
 }
 
@@ -80,7 +80,7 @@ fn ifreq(name: &str) -> libc::ifreq {
 }
 
 /// `ip link set <name> up`.
-fn bring_up(name: &str) {
+pub(super) fn bring_up(name: &str) {
     let sock = socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
     let mut ifr = ifreq(name);
     // SAFETY: SIOCGIFFLAGS fills the `ifreq` `ifr` points to.
@@ -99,7 +99,7 @@ fn bring_up(name: &str) {
 
 /// A raw packet socket on interface `name`: sees every frame that comes in
 /// on it and sends frames out of it.
-fn packet_socket(name: &str) -> OwnedFd {
+pub(super) fn packet_socket(name: &str) -> OwnedFd {
     let protocol = (libc::ETH_P_ALL as u16).to_be();
     let sock = socket(libc::AF_PACKET, libc::SOCK_RAW, protocol.into());
     // SAFETY: `sockaddr_ll` is plain data; all zeroes is valid.
@@ -119,7 +119,7 @@ fn packet_socket(name: &str) -> OwnedFd {
     sock
 }
 
-fn wait_readable(fd: RawFd, until: Instant) -> bool {
+pub(super) fn wait_readable(fd: RawFd, until: Instant) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -130,7 +130,7 @@ fn wait_readable(fd: RawFd, until: Instant) -> bool {
     unsafe { libc::poll(&mut pfd, 1, left) > 0 }
 }
 
-fn test_frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn test_frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
     let mut frame = Vec::with_capacity(len);
     frame.extend(dst);
     frame.extend(src);
@@ -139,7 +139,7 @@ fn test_frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
     frame
 }
 
-fn is_test_frame(frame: &[u8]) -> bool {
+pub(super) fn is_test_frame(frame: &[u8]) -> bool {
     frame.get(12..14) == Some(&TEST_ETHERTYPE.to_be_bytes()[..])
 }
 
