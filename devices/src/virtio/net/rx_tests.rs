@@ -232,7 +232,7 @@ fn a_short_frame_from_the_tap_is_dropped() {
 }
 
 #[test]
-fn a_frame_from_the_tap_over_the_limit_is_dropped_one_at_it_is_delivered() {
+fn a_tap_frame_over_the_limit_is_dropped_and_one_at_the_limit_is_delivered() {
     let memory = memory();
     let mut rx = GuestQueue::new(&memory, 0, 64);
     let tx = GuestQueue::new(&memory, 0x8000, 16);

@@ -73,7 +73,7 @@ fn malformed_chains_are_dropped_and_counted() {
 }
 
 #[test]
-fn a_frame_over_the_limit_is_dropped_one_at_it_is_sent() {
+fn a_frame_over_the_limit_is_dropped_and_one_at_the_limit_is_sent() {
     let memory = memory();
     let (rx, mut tx) = queues(&memory, 16);
     let limit = VNET_HDR_LEN + MAX_FRAME_LEN;
