@@ -16,6 +16,7 @@
 
 pub mod handler;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 
