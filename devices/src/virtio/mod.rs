@@ -18,6 +18,7 @@ pub mod handler;
 pub mod mmio;
 pub mod queue;
 pub mod rng;
+pub mod vsock;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;

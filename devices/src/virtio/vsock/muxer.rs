@@ -1,0 +1,626 @@
+//! The connections of one active device, keyed by (local port, peer
+//! port); host streams that connected to `PATH` and have not yet said
+//! `CONNECT <port>`; and the packets waiting for the guest's RX buffers.
+//!
+//! Everything a host peer or the guest controls is bounded: pending
+//! accepts ([`MAX_PENDING_ACCEPTS`], the oldest dropped when a new one
+//! arrives), the CONNECT line ([`MAX_CONNECT_LINE`]), connections
+//! ([`MAX_CONNECTIONS`]), RSTs waiting for RX buffers
+//! ([`MAX_CONTROL_PACKETS`]).
+//!
+//! Closed streams are kept open until the next call into the muxer: the
+//! event loop removes their watch after the current call returns, and an
+//! fd closed before that could be reused and confuse it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, ErrorKind, Read};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use log::{debug, warn};
+use vmm_sys_util::epoll::EventSet;
+
+use super::connection::{Connection, Outcome, State};
+use super::packet::{op, Header, Packet, HOST_CID, TYPE_STREAM};
+use crate::virtio::FdWatch;
+
+/// Host streams accepted on `PATH` that have not sent their CONNECT line;
+/// a new one beyond this drops the oldest.
+pub const MAX_PENDING_ACCEPTS: usize = 16;
+/// Longest CONNECT line, newline included (`CONNECT 4294967295\n` is 19).
+pub const MAX_CONNECT_LINE: usize = 32;
+/// Most open connections; more are refused (RST / closed stream).
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Most RSTs waiting for RX buffers; more are dropped (and logged).
+pub const MAX_CONTROL_PACKETS: usize = 2048;
+/// The first local port given to host-initiated connections.
+pub const FIRST_HOST_PORT: u32 = 1 << 30;
+
+/// Why a CONNECT line was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectLineError {
+    /// Not `CONNECT <decimal u32>`.
+    #[error("not \"CONNECT <port>\": {0:?}")]
+    Malformed(String),
+    /// No newline within [`MAX_CONNECT_LINE`] bytes.
+    #[error("no newline in the first {MAX_CONNECT_LINE} bytes")]
+    TooLong,
+}
+
+/// Parses `CONNECT <port>` (without its newline).
+pub fn parse_connect_line(line: &[u8]) -> Result<u32, ConnectLineError> {
+    let malformed = || ConnectLineError::Malformed(String::from_utf8_lossy(line).into_owned());
+    let digits = line.strip_prefix(b"CONNECT ").ok_or_else(malformed)?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(malformed());
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(malformed)
+}
+
+type Key = (u32, u32);
+
+struct PendingAccept {
+    stream: UnixStream,
+    line: Vec<u8>,
+}
+
+enum LineRead {
+    Incomplete,
+    Port(u32),
+    Failed(String),
+}
+
+impl PendingAccept {
+    /// Reads byte by byte up to the newline, so nothing after it (the
+    /// first data) is consumed before the connection has credit.
+    fn read_line(&mut self) -> LineRead {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.stream.read(&mut byte) {
+                Ok(0) => return LineRead::Failed("closed before CONNECT".into()),
+                Ok(_) if byte[0] == b'\n' => {
+                    return match parse_connect_line(&self.line) {
+                        Ok(port) => LineRead::Port(port),
+                        Err(e) => LineRead::Failed(e.to_string()),
+                    }
+                }
+                Ok(_) => {
+                    self.line.push(byte[0]);
+                    if self.line.len() >= MAX_CONNECT_LINE {
+                        return LineRead::Failed(ConnectLineError::TooLong.to_string());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return LineRead::Incomplete,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return LineRead::Failed(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Connects to a Unix socket without blocking: a listener whose backlog is
+/// full fails with `EAGAIN` instead of stalling the VMM thread.
+fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data, valid when zeroed.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::from(ErrorKind::InvalidInput));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: a plain syscall; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket just created and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `addr` is an initialised sockaddr_un that lives across the
+    // call and `len` does not exceed its size; `fd` is a valid socket.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UnixStream::from(fd))
+}
+
+/// The connections of an active device.
+pub struct Muxer {
+    guest_cid: u64,
+    uds_path: PathBuf,
+    conns: HashMap<Key, Connection>,
+    by_fd: HashMap<RawFd, Key>,
+    pending: VecDeque<PendingAccept>,
+    /// RSTs for connections that are gone (or never were).
+    control: VecDeque<Header>,
+    /// Connections that may have packets for the guest, round-robin.
+    rx_order: VecDeque<Key>,
+    next_host_port: u32,
+    closed: Vec<UnixStream>,
+}
+
+impl Muxer {
+    /// No connections; guest-initiated ones go to `<uds_path>_<port>`.
+    pub fn new(guest_cid: u64, uds_path: PathBuf) -> Self {
+        Muxer {
+            guest_cid,
+            uds_path,
+            conns: HashMap::new(),
+            by_fd: HashMap::new(),
+            pending: VecDeque::new(),
+            control: VecDeque::new(),
+            rx_order: VecDeque::new(),
+            next_host_port: FIRST_HOST_PORT,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Closes the streams closed during the previous call, whose watches
+    /// are gone by now. Call first on every event.
+    pub fn release_closed(&mut self) {
+        self.closed.clear();
+    }
+
+    #[cfg(test)]
+    /// Number of open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn close_stream(&mut self, stream: UnixStream, watched: bool, fds: &mut FdWatch) {
+        if watched {
+            fds.remove(stream.as_raw_fd());
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        self.closed.push(stream);
+    }
+
+    fn push_control(&mut self, header: Header) {
+        if self.control.len() >= MAX_CONTROL_PACKETS {
+            warn!(
+                "virtio-vsock: RX backlog full, dropping an RST for port {}",
+                header.dst_port
+            );
+            return;
+        }
+        self.control.push_back(header);
+    }
+
+    /// Accepts host streams waiting on `listener`.
+    pub fn accept(&mut self, listener: &UnixListener, fds: &mut FdWatch) {
+        // Bounded so that a flood of connects cannot starve the guest.
+        for _ in 0..MAX_PENDING_ACCEPTS {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("virtio-vsock: accept on {}: {e}", self.uds_path.display());
+                    return;
+                }
+            };
+            if let Err(e) = stream.set_nonblocking(true) {
+                warn!("virtio-vsock: accepted stream: {e}");
+                continue;
+            }
+            if self.pending.len() >= MAX_PENDING_ACCEPTS {
+                if let Some(old) = self.pending.pop_front() {
+                    debug!("virtio-vsock: dropping a host stream that never sent CONNECT");
+                    self.close_stream(old.stream, true, fds);
+                }
+            }
+            fds.add(stream.as_raw_fd(), EventSet::IN);
+            self.pending.push_back(PendingAccept {
+                stream,
+                line: Vec::new(),
+            });
+        }
+    }
+
+    /// A watched host stream is ready.
+    pub fn host_event(&mut self, fd: RawFd, events: EventSet, fds: &mut FdWatch) {
+        if let Some(index) = self.pending.iter().position(|p| p.stream.as_raw_fd() == fd) {
+            self.pending_readable(index, fds);
+            return;
+        }
+        let Some(&key) = self.by_fd.get(&fd) else {
+            debug!("virtio-vsock: event on unknown fd {fd}");
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let mut outcome = Outcome::Keep;
+        if events.intersects(EventSet::OUT | EventSet::ERROR | EventSet::HANG_UP) {
+            outcome = conn.on_writable();
+        }
+        if outcome == Outcome::Keep
+            && events.intersects(EventSet::IN | EventSet::ERROR | EventSet::HANG_UP)
+        {
+            outcome = conn.on_readable();
+        }
+        self.after(key, outcome, fds);
+    }
+
+    fn pending_readable(&mut self, index: usize, fds: &mut FdWatch) {
+        let port = match self.pending[index].read_line() {
+            LineRead::Incomplete => return,
+            LineRead::Port(port) => port,
+            LineRead::Failed(why) => {
+                debug!("virtio-vsock: host stream refused: {why}");
+                if let Some(p) = self.pending.remove(index) {
+                    self.close_stream(p.stream, true, fds);
+                }
+                return;
+            }
+        };
+        let Some(p) = self.pending.remove(index) else {
+            return;
+        };
+        let Some(local_port) = self.allocate_host_port(port) else {
+            warn!("virtio-vsock: too many connections, refusing CONNECT {port}");
+            self.close_stream(p.stream, true, fds);
+            return;
+        };
+        let mut conn = Connection::host_initiated(p.stream, local_port, port, self.guest_cid);
+        conn.watched = Some(EventSet::IN);
+        self.insert((local_port, port), conn, fds);
+    }
+
+    fn allocate_host_port(&mut self, peer_port: u32) -> Option<u32> {
+        if self.conns.len() >= MAX_CONNECTIONS {
+            return None;
+        }
+        loop {
+            let port = self.next_host_port;
+            self.next_host_port = port.checked_add(1).unwrap_or(FIRST_HOST_PORT);
+            if !self.conns.contains_key(&(port, peer_port)) {
+                return Some(port);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: Key, conn: Connection, fds: &mut FdWatch) {
+        self.by_fd.insert(conn.stream.as_raw_fd(), key);
+        self.conns.insert(key, conn);
+        self.after(key, Outcome::Keep, fds);
+    }
+
+    /// Brings the watch of `key`'s stream up to date, closes it if it is
+    /// done, and schedules its packets for the guest.
+    fn after(&mut self, key: Key, outcome: Outcome, fds: &mut FdWatch) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let outcome = match outcome {
+            Outcome::Keep if conn.is_finished() => Outcome::Reset,
+            other => other,
+        };
+        if outcome != Outcome::Keep {
+            self.remove(key, outcome == Outcome::Reset, fds);
+            return;
+        }
+        let fd = conn.stream.as_raw_fd();
+        let wanted = conn.wanted_events();
+        match conn.watched {
+            None if !wanted.is_empty() => fds.add(fd, wanted),
+            Some(_) if wanted.is_empty() => fds.remove(fd),
+            Some(old) if old != wanted => fds.modify(fd, wanted),
+            _ => {}
+        }
+        conn.watched = (!wanted.is_empty()).then_some(wanted);
+        if conn.has_rx() && !conn.in_rx_order {
+            conn.in_rx_order = true;
+            self.rx_order.push_back(key);
+        }
+    }
+
+    fn remove(&mut self, key: Key, rst: bool, fds: &mut FdWatch) {
+        let Some(conn) = self.conns.remove(&key) else {
+            return;
+        };
+        self.by_fd.remove(&conn.stream.as_raw_fd());
+        if rst {
+            self.push_control(Header {
+                src_cid: HOST_CID,
+                dst_cid: self.guest_cid,
+                src_port: conn.local_port,
+                dst_port: conn.peer_port,
+                type_: TYPE_STREAM,
+                op: op::RST,
+                ..Header::default()
+            });
+        }
+        let watched = conn.watched.is_some();
+        self.close_stream(conn.stream, watched, fds);
+    }
+
+    /// The guest sent a packet the device does not support; `rst` is the
+    /// reply. A connection on those ports is closed with it.
+    pub fn refuse(&mut self, rst: Header, fds: &mut FdWatch) {
+        let key = (rst.src_port, rst.dst_port);
+        if self.conns.contains_key(&key) {
+            self.remove(key, true, fds);
+        } else {
+            self.push_control(rst);
+        }
+    }
+
+    /// A valid packet from the guest.
+    pub fn guest_packet(&mut self, pkt: Packet, fds: &mut FdWatch) {
+        let h = pkt.header;
+        let key = (h.dst_port, h.src_port);
+        if let Some(conn) = self.conns.get_mut(&key) {
+            let outcome = if h.op == op::REQUEST && conn.state() == State::Established {
+                // The guest reused the ports of a live connection: it has
+                // lost track of it.
+                Outcome::Reset
+            } else {
+                conn.on_guest_packet(&pkt)
+            };
+            self.after(key, outcome, fds);
+            return;
+        }
+        match h.op {
+            op::REQUEST => self.connect_to_host(&h, fds),
+            op::RST => {}
+            _ => self.push_control(h.rst_reply()),
+        }
+    }
+
+    fn connect_to_host(&mut self, request: &Header, fds: &mut FdWatch) {
+        if self.conns.len() >= MAX_CONNECTIONS {
+            warn!(
+                "virtio-vsock: too many connections, refusing port {}",
+                request.dst_port
+            );
+            self.push_control(request.rst_reply());
+            return;
+        }
+        let mut path = self.uds_path.clone().into_os_string();
+        path.push(format!("_{}", request.dst_port));
+        match connect_nonblocking(Path::new(&path)) {
+            Ok(stream) => {
+                let conn = Connection::guest_initiated(stream, request, self.guest_cid);
+                self.insert((request.dst_port, request.src_port), conn, fds);
+            }
+            Err(e) => {
+                debug!(
+                    "virtio-vsock: guest connect to {}: {e}",
+                    Path::new(&path).display()
+                );
+                self.push_control(request.rst_reply());
+            }
+        }
+    }
+
+    /// Whether a packet waits for the guest.
+    pub fn has_rx(&self) -> bool {
+        !self.control.is_empty() || !self.rx_order.is_empty()
+    }
+
+    /// The next packet for the guest, payload at most `max_payload`.
+    pub fn next_rx(&mut self, max_payload: usize, fds: &mut FdWatch) -> Option<Packet> {
+        if let Some(header) = self.control.pop_front() {
+            return Some(Packet {
+                header,
+                data: Vec::new(),
+            });
+        }
+        while let Some(key) = self.rx_order.pop_front() {
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            conn.in_rx_order = false;
+            let Some(pkt) = conn.next_rx(max_payload) else {
+                continue;
+            };
+            // Sending may have freed credit (resume reading) or finished
+            // the connection; `after` re-queues it if it has more.
+            self.after(key, Outcome::Keep, fds);
+            return Some(pkt);
+        }
+        None
+    }
+
+    /// Closes everything (device reset); returns the streams, to be kept
+    /// open until the watch removals in `fds` are applied.
+    pub fn close_all(&mut self, fds: &mut FdWatch) -> Vec<UnixStream> {
+        let keys: Vec<Key> = self.conns.keys().copied().collect();
+        for key in keys {
+            self.remove(key, false, fds);
+        }
+        while let Some(p) = self.pending.pop_front() {
+            self.close_stream(p.stream, true, fds);
+        }
+        self.control.clear();
+        self.rx_order.clear();
+        std::mem::take(&mut self.closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_connect_lines_parse() {
+        assert_eq!(parse_connect_line(b"CONNECT 52"), Ok(52));
+        assert_eq!(parse_connect_line(b"CONNECT 0"), Ok(0));
+        assert_eq!(parse_connect_line(b"CONNECT 4294967295"), Ok(u32::MAX));
+    }
+
+    #[test]
+    fn bad_connect_lines_are_refused() {
+        for line in [
+            &b""[..],
+            b"CONNECT",
+            b"CONNECT ",
+            b"connect 52",
+            b"CONNECT  52",
+            b"CONNECT 52 ",
+            b"CONNECT +52",
+            b"CONNECT -1",
+            b"CONNECT 4294967296",
+            b"CONNECT 52\r",
+            b"CONNECT 5x",
+            b"CONNECT \xff",
+        ] {
+            assert!(
+                matches!(
+                    parse_connect_line(line),
+                    Err(ConnectLineError::Malformed(_))
+                ),
+                "{line:?} was accepted"
+            );
+        }
+    }
+
+    fn pending_with(bytes: &[u8]) -> (PendingAccept, UnixStream) {
+        use std::io::Write;
+        let (dev, mut host) = UnixStream::pair().unwrap();
+        dev.set_nonblocking(true).unwrap();
+        host.write_all(bytes).unwrap();
+        (
+            PendingAccept {
+                stream: dev,
+                line: Vec::new(),
+            },
+            host,
+        )
+    }
+
+    #[test]
+    fn a_connect_line_is_read_without_consuming_the_data_after_it() {
+        let (mut p, _host) = pending_with(b"CONNECT 1234\nhello");
+        assert!(matches!(p.read_line(), LineRead::Port(1234)));
+        let mut rest = [0u8; 5];
+        p.stream.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"hello");
+    }
+
+    #[test]
+    fn a_connect_line_may_arrive_in_pieces() {
+        use std::io::Write;
+        let (mut p, mut host) = pending_with(b"CONN");
+        assert!(matches!(p.read_line(), LineRead::Incomplete));
+        host.write_all(b"ECT 7\n").unwrap();
+        assert!(matches!(p.read_line(), LineRead::Port(7)));
+    }
+
+    #[test]
+    fn a_too_long_or_closed_connect_line_fails() {
+        let (mut p, _host) = pending_with(&[b'C'; 100]);
+        match p.read_line() {
+            LineRead::Failed(why) => assert!(why.contains("no newline"), "{why}"),
+            _ => panic!("a 100-byte line was not refused"),
+        }
+        assert_eq!(p.line.len(), MAX_CONNECT_LINE);
+        let (mut p, host) = pending_with(b"CONNECT 1");
+        drop(host);
+        assert!(matches!(p.read_line(), LineRead::Failed(_)));
+        let (mut p, _host) = pending_with(b"HELLO\n");
+        assert!(matches!(p.read_line(), LineRead::Failed(_)));
+    }
+
+    #[test]
+    fn connect_nonblocking_refuses_missing_and_overlong_paths() {
+        let err = connect_nonblocking(Path::new("/nonexistent-mercury-vsock/x")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        let long = "/tmp/".to_string() + &"x".repeat(200);
+        let err = connect_nonblocking(Path::new(&long)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn packets_for_unknown_connections_get_an_rst_except_rsts() {
+        let mut mux = Muxer::new(3, PathBuf::from("/nonexistent-mercury-vsock/v.sock"));
+        let mut fds = FdWatch::default();
+        let h = Header {
+            src_cid: 3,
+            dst_cid: HOST_CID,
+            src_port: 1000,
+            dst_port: 52,
+            type_: TYPE_STREAM,
+            op: op::RW,
+            ..Header::default()
+        };
+        mux.guest_packet(
+            Packet {
+                header: Header { op: op::RST, ..h },
+                data: vec![],
+            },
+            &mut fds,
+        );
+        assert!(!mux.has_rx());
+        mux.guest_packet(
+            Packet {
+                header: h,
+                data: vec![],
+            },
+            &mut fds,
+        );
+        // A REQUEST to a port nobody listens on is refused too.
+        mux.guest_packet(
+            Packet {
+                header: Header {
+                    op: op::REQUEST,
+                    ..h
+                },
+                data: vec![],
+            },
+            &mut fds,
+        );
+        for _ in 0..2 {
+            let rst = mux.next_rx(4096, &mut fds).unwrap();
+            assert_eq!(
+                (rst.header.op, rst.header.src_port, rst.header.dst_port),
+                (op::RST, 52, 1000)
+            );
+        }
+        assert!(mux.next_rx(4096, &mut fds).is_none());
+        assert_eq!(mux.connections(), 0);
+    }
+
+    #[test]
+    fn rsts_waiting_for_rx_buffers_are_bounded() {
+        let mut mux = Muxer::new(3, PathBuf::from("/nonexistent-mercury-vsock/v.sock"));
+        let mut fds = FdWatch::default();
+        let h = Header {
+            src_cid: 3,
+            dst_cid: HOST_CID,
+            type_: TYPE_STREAM,
+            op: op::RW,
+            ..Header::default()
+        };
+        for port in 0..(MAX_CONTROL_PACKETS as u32 + 100) {
+            mux.guest_packet(
+                Packet {
+                    header: Header {
+                        src_port: port,
+                        ..h
+                    },
+                    data: vec![],
+                },
+                &mut fds,
+            );
+        }
+        assert_eq!(mux.control.len(), MAX_CONTROL_PACKETS);
+    }
+}
