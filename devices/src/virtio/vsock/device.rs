@@ -2,11 +2,9 @@
 //! queues, the listening socket at `PATH`, and the [`VirtioDevice`] glue
 //! that moves packets between the queues and the [`Muxer`].
 
-use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use log::warn;
@@ -16,6 +14,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::muxer::Muxer;
 use super::packet::{read_tx, RxBuffers, HOST_CID};
+use super::uds::bind;
 use super::{VsockConfig, VsockError};
 use crate::legacy::LogLimiter;
 use crate::virtio::queue::drain_queue;
@@ -53,57 +52,6 @@ pub struct Vsock {
     /// (applied later on the VMM thread) are surely done.
     reset_streams: Vec<UnixStream>,
     bad_packets: LogLimiter,
-}
-
-/// Binds `path`, replacing a stale socket file nobody listens on.
-fn bind(path: &Path) -> Result<UnixListener, VsockError> {
-    let dir = match path.parent() {
-        Some(d) if d.as_os_str().is_empty() => Path::new("."),
-        Some(d) => d,
-        None => Path::new("/"),
-    };
-    if !dir.is_dir() {
-        return Err(VsockError::NoDirectory {
-            path: path.to_path_buf(),
-        });
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(VsockError::NotASocket {
-                path: path.to_path_buf(),
-            });
-        }
-        match UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(VsockError::InUse {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                std::fs::remove_file(path).map_err(|source| VsockError::Bind {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            }
-            Err(source) => {
-                return Err(VsockError::Bind {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    }
-    let listener = UnixListener::bind(path).map_err(|source| VsockError::Bind {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| VsockError::Bind {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(listener)
 }
 
 impl Vsock {

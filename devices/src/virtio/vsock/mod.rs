@@ -36,14 +36,18 @@
 //!
 //! Files: [`packet`] (header, parsing — the fuzz entry point), `device`
 //! (config, features, queues), `muxer` (connections, listener, CONNECT),
-//! `connection` (state machine and credit).
+//! `connection` (state machine and credit), `uds` (binding `PATH`,
+//! connecting to `PATH_P`).
 
 mod connection;
 mod device;
 mod muxer;
 pub mod packet;
 #[cfg(test)]
+mod test_harness;
+#[cfg(test)]
 mod tests;
+mod uds;
 
 use std::path::PathBuf;
 

@@ -13,10 +13,9 @@
 //! fd closed before that could be reused and confuse it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, ErrorKind, Read};
+use std::io::{ErrorKind, Read};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +24,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::connection::{Connection, Outcome, State};
 use super::packet::{op, Header, Packet, HOST_CID, TYPE_STREAM};
+use super::uds::connect_nonblocking;
 use crate::virtio::FdWatch;
 
 /// Host streams accepted on `PATH` that have not sent their CONNECT line;
@@ -102,43 +102,6 @@ impl PendingAccept {
             }
         }
     }
-}
-
-/// Connects to a Unix socket without blocking: a listener whose backlog is
-/// full fails with `EAGAIN` instead of stalling the VMM thread.
-fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain old data, valid when zeroed.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::from(ErrorKind::InvalidInput));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = src as libc::c_char;
-    }
-    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: a plain syscall; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a socket just created and owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    // SAFETY: `addr` is an initialised sockaddr_un that lives across the
-    // call and `len` does not exceed its size; `fd` is a valid socket.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(UnixStream::from(fd))
 }
 
 /// The connections of an active device.
@@ -537,15 +500,6 @@ mod tests {
         assert!(matches!(p.read_line(), LineRead::Failed(_)));
         let (mut p, _host) = pending_with(b"HELLO\n");
         assert!(matches!(p.read_line(), LineRead::Failed(_)));
-    }
-
-    #[test]
-    fn connect_nonblocking_refuses_missing_and_overlong_paths() {
-        let err = connect_nonblocking(Path::new("/nonexistent-mercury-vsock/x")).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotFound);
-        let long = "/tmp/".to_string() + &"x".repeat(200);
-        let err = connect_nonblocking(Path::new(&long)).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }
 
     #[test]
