@@ -23,7 +23,7 @@
 //! and a guest that sends more is reset.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::Shutdown;
 use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
@@ -31,6 +31,7 @@ use std::os::unix::net::UnixStream;
 use vmm_sys_util::epoll::EventSet;
 
 use super::packet::{op, Header, Packet, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
+use super::uds::send;
 
 /// Bytes of guest data the device buffers per connection while the host
 /// stream is slow: the `buf_alloc` it advertises.
@@ -213,7 +214,7 @@ impl Connection {
     fn flush(&mut self) -> Outcome {
         while !self.to_host.is_empty() {
             let (front, _) = self.to_host.as_slices();
-            match self.stream.write(front) {
+            match send(&self.stream, front) {
                 Ok(0) => return Outcome::Reset,
                 Ok(n) => {
                     self.to_host.drain(..n);
@@ -373,6 +374,8 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     const CID: u64 = 3;

@@ -25,11 +25,12 @@ use crate::virtio::{
 
 /// Size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
-/// Queue indices.
+/// Index of the RX queue: device → guest packets.
 pub const RX_QUEUE: usize = 0;
-/// Guest → device packets.
+/// Index of the TX queue: guest → device packets.
 pub const TX_QUEUE: usize = 1;
-/// Device → guest events (unused, see the module doc).
+/// Index of the event queue: device → guest events (unused, see the
+/// module doc).
 pub const EVENT_QUEUE: usize = 2;
 
 struct Active {

@@ -373,8 +373,18 @@ impl Muxer {
         }
     }
 
-    /// Whether a packet waits for the guest.
-    pub fn has_rx(&self) -> bool {
+    /// Whether a packet waits for the guest (connections at the front of
+    /// the round-robin with nothing to send are dropped from it first, so
+    /// that no RX buffer is taken for nothing).
+    pub fn has_rx(&mut self) -> bool {
+        while let Some(key) = self.rx_order.front() {
+            match self.conns.get_mut(key) {
+                Some(conn) if conn.has_rx() => break,
+                Some(conn) => conn.in_rx_order = false,
+                None => {}
+            }
+            self.rx_order.pop_front();
+        }
         !self.control.is_empty() || !self.rx_order.is_empty()
     }
 
@@ -386,18 +396,23 @@ impl Muxer {
                 data: Vec::new(),
             });
         }
-        while let Some(key) = self.rx_order.pop_front() {
+        // Each connection gets one try: with a tiny `max_payload` those
+        // with only data to send have nothing that fits.
+        for _ in 0..self.rx_order.len() {
+            let Some(key) = self.rx_order.pop_front() else {
+                break;
+            };
             let Some(conn) = self.conns.get_mut(&key) else {
                 continue;
             };
             conn.in_rx_order = false;
-            let Some(pkt) = conn.next_rx(max_payload) else {
-                continue;
-            };
+            let pkt = conn.next_rx(max_payload);
             // Sending may have freed credit (resume reading) or finished
             // the connection; `after` re-queues it if it has more.
             self.after(key, Outcome::Keep, fds);
-            return Some(pkt);
+            if pkt.is_some() {
+                return pkt;
+            }
         }
         None
     }

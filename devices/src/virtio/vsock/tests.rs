@@ -273,6 +273,18 @@ fn a_broken_tx_ring_breaks_the_device() {
 }
 
 #[test]
+fn a_broken_rx_ring_breaks_the_device_and_closes_its_connections() {
+    let mut h = Harness::new();
+    let (mut host, port) = host_initiated(&mut h);
+    assert_eq!(read_line(&mut host), format!("OK {port}"));
+    host.write_all(b"data").unwrap();
+    h.rx.mock.avail().idx().store(1000);
+    h.pump_until("the device to break", |h| !h.irq.broken().is_empty());
+    assert!(h.irq.broken()[0].contains("RX"), "{:?}", h.irq.broken());
+    assert_eq!(host.read(&mut [0u8; 1]).unwrap(), 0);
+}
+
+#[test]
 fn a_host_that_never_sends_connect_is_dropped_when_newer_ones_arrive() {
     let mut h = Harness::new();
     let mut silent = UnixStream::connect(&h.path).unwrap();

@@ -98,6 +98,25 @@ pub(crate) fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     Ok(UnixStream::from(fd))
 }
 
+/// Writes to a stream; a peer that has gone away is an `EPIPE` error,
+/// never a SIGPIPE, whatever the process's signal disposition.
+pub(crate) fn send(stream: &UnixStream, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes during the
+    // call, and the fd is the open socket `stream` owns.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +128,16 @@ mod tests {
         let long = "/tmp/".to_string() + &"x".repeat(200);
         let err = connect_nonblocking(Path::new(&long)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn send_to_a_closed_peer_is_epipe() {
+        let (a, b) = UnixStream::pair().unwrap();
+        assert_eq!(send(&a, b"hi").unwrap(), 2);
+        drop(b);
+        assert_eq!(
+            send(&a, b"hi").unwrap_err().raw_os_error(),
+            Some(libc::EPIPE)
+        );
     }
 }
