@@ -35,10 +35,12 @@
 //! queues are gone).
 //!
 //! Files: [`packet`] (header, parsing — the fuzz entry point), `device`
-//! (config, features, queues), `muxer` (connections, listener, CONNECT),
+//! (config, features, queues), `muxer` (connections, listener, accepts), `connect` (the CONNECT
+//! line),
 //! `connection` (state machine and credit), `uds` (binding `PATH`,
 //! connecting to `PATH_P`).
 
+mod connect;
 mod connection;
 mod device;
 mod muxer;
@@ -51,8 +53,8 @@ mod uds;
 
 use std::path::PathBuf;
 
+pub use connect::{parse_connect_line, ConnectLineError};
 pub use device::{Vsock, EVENT_QUEUE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-pub use muxer::{parse_connect_line, ConnectLineError};
 
 /// What the VMM configures.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //!
 //! Everything a host peer or the guest controls is bounded: pending
 //! accepts ([`MAX_PENDING_ACCEPTS`], the oldest dropped when a new one
-//! arrives), the CONNECT line ([`MAX_CONNECT_LINE`]), connections
+//! arrives), host connections the guest has not answered (as many; more
+//! CONNECTs are refused), the CONNECT line (in `connect`), connections
 //! ([`MAX_CONNECTIONS`]), RSTs waiting for RX buffers
 //! ([`MAX_CONTROL_PACKETS`]).
 //!
@@ -13,7 +14,7 @@
 //! fd closed before that could be reused and confuse it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use log::{debug, warn};
 use vmm_sys_util::epoll::EventSet;
 
+use super::connect::{LineRead, PendingAccept};
 use super::connection::{Connection, Outcome, State};
 use super::packet::{op, Header, Packet, HOST_CID, TYPE_STREAM};
 use super::uds::connect_nonblocking;
@@ -30,8 +32,6 @@ use crate::virtio::FdWatch;
 /// Host streams accepted on `PATH` that have not sent their CONNECT line;
 /// a new one beyond this drops the oldest.
 pub const MAX_PENDING_ACCEPTS: usize = 16;
-/// Longest CONNECT line, newline included (`CONNECT 4294967295\n` is 19).
-pub const MAX_CONNECT_LINE: usize = 32;
 /// Most open connections; more are refused (RST / closed stream).
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Most RSTs waiting for RX buffers; more are dropped (and logged).
@@ -39,70 +39,7 @@ pub const MAX_CONTROL_PACKETS: usize = 2048;
 /// The first local port given to host-initiated connections.
 pub const FIRST_HOST_PORT: u32 = 1 << 30;
 
-/// Why a CONNECT line was refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectLineError {
-    /// Not `CONNECT <decimal u32>`.
-    #[error("not \"CONNECT <port>\": {0:?}")]
-    Malformed(String),
-    /// No newline within [`MAX_CONNECT_LINE`] bytes.
-    #[error("no newline in the first {MAX_CONNECT_LINE} bytes")]
-    TooLong,
-}
-
-/// Parses `CONNECT <port>` (without its newline).
-pub fn parse_connect_line(line: &[u8]) -> Result<u32, ConnectLineError> {
-    let malformed = || ConnectLineError::Malformed(String::from_utf8_lossy(line).into_owned());
-    let digits = line.strip_prefix(b"CONNECT ").ok_or_else(malformed)?;
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(malformed());
-    }
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(malformed)
-}
-
 type Key = (u32, u32);
-
-struct PendingAccept {
-    stream: UnixStream,
-    line: Vec<u8>,
-}
-
-enum LineRead {
-    Incomplete,
-    Port(u32),
-    Failed(String),
-}
-
-impl PendingAccept {
-    /// Reads byte by byte up to the newline, so nothing after it (the
-    /// first data) is consumed before the connection has credit.
-    fn read_line(&mut self) -> LineRead {
-        let mut byte = [0u8; 1];
-        loop {
-            match self.stream.read(&mut byte) {
-                Ok(0) => return LineRead::Failed("closed before CONNECT".into()),
-                Ok(_) if byte[0] == b'\n' => {
-                    return match parse_connect_line(&self.line) {
-                        Ok(port) => LineRead::Port(port),
-                        Err(e) => LineRead::Failed(e.to_string()),
-                    }
-                }
-                Ok(_) => {
-                    self.line.push(byte[0]);
-                    if self.line.len() >= MAX_CONNECT_LINE {
-                        return LineRead::Failed(ConnectLineError::TooLong.to_string());
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return LineRead::Incomplete,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return LineRead::Failed(e.to_string()),
-            }
-        }
-    }
-}
 
 /// The connections of an active device.
 pub struct Muxer {
@@ -117,6 +54,7 @@ pub struct Muxer {
     rx_order: VecDeque<Key>,
     next_host_port: u32,
     closed: Vec<UnixStream>,
+    max_connections: usize,
 }
 
 impl Muxer {
@@ -132,6 +70,7 @@ impl Muxer {
             rx_order: VecDeque::new(),
             next_host_port: FIRST_HOST_PORT,
             closed: Vec::new(),
+            max_connections: MAX_CONNECTIONS,
         }
     }
 
@@ -236,6 +175,16 @@ impl Muxer {
         let Some(p) = self.pending.remove(index) else {
             return;
         };
+        let unanswered = self
+            .conns
+            .values()
+            .filter(|c| c.state() == State::Requesting)
+            .count();
+        if unanswered >= MAX_PENDING_ACCEPTS {
+            warn!("virtio-vsock: the guest has not answered {unanswered} connections, refusing CONNECT {port}");
+            self.close_stream(p.stream, true, fds);
+            return;
+        }
         let Some(local_port) = self.allocate_host_port(port) else {
             warn!("virtio-vsock: too many connections, refusing CONNECT {port}");
             self.close_stream(p.stream, true, fds);
@@ -247,7 +196,7 @@ impl Muxer {
     }
 
     fn allocate_host_port(&mut self, peer_port: u32) -> Option<u32> {
-        if self.conns.len() >= MAX_CONNECTIONS {
+        if self.conns.len() >= self.max_connections {
             return None;
         }
         loop {
@@ -348,7 +297,7 @@ impl Muxer {
     }
 
     fn connect_to_host(&mut self, request: &Header, fds: &mut FdWatch) {
-        if self.conns.len() >= MAX_CONNECTIONS {
+        if self.conns.len() >= self.max_connections {
             warn!(
                 "virtio-vsock: too many connections, refusing port {}",
                 request.dst_port
@@ -438,86 +387,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn good_connect_lines_parse() {
-        assert_eq!(parse_connect_line(b"CONNECT 52"), Ok(52));
-        assert_eq!(parse_connect_line(b"CONNECT 0"), Ok(0));
-        assert_eq!(parse_connect_line(b"CONNECT 4294967295"), Ok(u32::MAX));
-    }
-
-    #[test]
-    fn bad_connect_lines_are_refused() {
-        for line in [
-            &b""[..],
-            b"CONNECT",
-            b"CONNECT ",
-            b"connect 52",
-            b"CONNECT  52",
-            b"CONNECT 52 ",
-            b"CONNECT +52",
-            b"CONNECT -1",
-            b"CONNECT 4294967296",
-            b"CONNECT 52\r",
-            b"CONNECT 5x",
-            b"CONNECT \xff",
-        ] {
-            assert!(
-                matches!(
-                    parse_connect_line(line),
-                    Err(ConnectLineError::Malformed(_))
-                ),
-                "{line:?} was accepted"
-            );
-        }
-    }
-
-    fn pending_with(bytes: &[u8]) -> (PendingAccept, UnixStream) {
-        use std::io::Write;
-        let (dev, mut host) = UnixStream::pair().unwrap();
-        dev.set_nonblocking(true).unwrap();
-        host.write_all(bytes).unwrap();
-        (
-            PendingAccept {
-                stream: dev,
-                line: Vec::new(),
-            },
-            host,
-        )
-    }
-
-    #[test]
-    fn a_connect_line_is_read_without_consuming_the_data_after_it() {
-        let (mut p, _host) = pending_with(b"CONNECT 1234\nhello");
-        assert!(matches!(p.read_line(), LineRead::Port(1234)));
-        let mut rest = [0u8; 5];
-        p.stream.read_exact(&mut rest).unwrap();
-        assert_eq!(&rest, b"hello");
-    }
-
-    #[test]
-    fn a_connect_line_may_arrive_in_pieces() {
-        use std::io::Write;
-        let (mut p, mut host) = pending_with(b"CONN");
-        assert!(matches!(p.read_line(), LineRead::Incomplete));
-        host.write_all(b"ECT 7\n").unwrap();
-        assert!(matches!(p.read_line(), LineRead::Port(7)));
-    }
-
-    #[test]
-    fn a_too_long_or_closed_connect_line_fails() {
-        let (mut p, _host) = pending_with(&[b'C'; 100]);
-        match p.read_line() {
-            LineRead::Failed(why) => assert!(why.contains("no newline"), "{why}"),
-            _ => panic!("a 100-byte line was not refused"),
-        }
-        assert_eq!(p.line.len(), MAX_CONNECT_LINE);
-        let (mut p, host) = pending_with(b"CONNECT 1");
-        drop(host);
-        assert!(matches!(p.read_line(), LineRead::Failed(_)));
-        let (mut p, _host) = pending_with(b"HELLO\n");
-        assert!(matches!(p.read_line(), LineRead::Failed(_)));
-    }
-
-    #[test]
     fn packets_for_unknown_connections_get_an_rst_except_rsts() {
         let mut mux = Muxer::new(3, PathBuf::from("/nonexistent-mercury-vsock/v.sock"));
         let mut fds = FdWatch::default();
@@ -565,6 +434,47 @@ mod tests {
         }
         assert!(mux.next_rx(4096, &mut fds).is_none());
         assert_eq!(mux.connections(), 0);
+    }
+
+    #[test]
+    fn guest_connections_beyond_the_limit_get_an_rst() {
+        let dir = std::env::temp_dir().join(format!("mercury-vsock-mux-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("v.sock");
+        let _listener = UnixListener::bind(dir.join("v.sock_80")).unwrap();
+        let mut mux = Muxer::new(3, base);
+        mux.max_connections = 2;
+        let mut fds = FdWatch::default();
+        for src_port in [1, 2, 3] {
+            let h = Header {
+                src_cid: 3,
+                dst_cid: HOST_CID,
+                src_port,
+                dst_port: 80,
+                type_: TYPE_STREAM,
+                op: op::REQUEST,
+                buf_alloc: 4096,
+                ..Header::default()
+            };
+            mux.guest_packet(
+                Packet {
+                    header: h,
+                    data: vec![],
+                },
+                &mut fds,
+            );
+        }
+        assert_eq!(mux.connections(), 2);
+        let mut replies = Vec::new();
+        while let Some(p) = mux.next_rx(4096, &mut fds) {
+            replies.push((p.header.op, p.header.dst_port));
+        }
+        replies.sort();
+        assert_eq!(
+            replies,
+            [(op::RESPONSE, 1), (op::RESPONSE, 2), (op::RST, 3)]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -302,6 +302,22 @@ fn a_host_that_never_sends_connect_is_dropped_when_newer_ones_arrive() {
 }
 
 #[test]
+fn connects_the_guest_does_not_answer_are_bounded() {
+    let mut h = Harness::new();
+    let mut hosts: Vec<UnixStream> = (0..muxer::MAX_PENDING_ACCEPTS as u32)
+        .map(|port| h.host_connect(port))
+        .collect();
+    h.pump_until("the accepts", |h| !h.pump(0));
+    let mut refused = h.host_connect(999);
+    h.pump_until("the refusal", |h| !h.pump(0));
+    assert_eq!(refused.read(&mut [0u8; 1]).unwrap(), 0);
+    // The first ones are still waiting for the guest.
+    hosts[0].set_nonblocking(true).unwrap();
+    let err = hosts[0].read(&mut [0u8; 1]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+}
+
+#[test]
 fn a_bad_connect_line_closes_the_stream() {
     let mut h = Harness::new();
     let mut s = UnixStream::connect(&h.path).unwrap();
