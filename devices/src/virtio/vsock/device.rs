@@ -3,8 +3,9 @@
 //! that moves packets between the queues and the [`Muxer`].
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::warn;
@@ -47,6 +48,9 @@ struct Active {
 pub struct Vsock {
     guest_cid: u64,
     uds_path: PathBuf,
+    /// (device, inode) of the socket file bound, so that drop removes it
+    /// and not a file someone else put there since.
+    socket_file: Option<(u64, u64)>,
     listener: UnixListener,
     active: Option<Active>,
     /// Streams of a reset session, kept open until their watch removals
@@ -63,9 +67,11 @@ impl Vsock {
             return Err(VsockError::ReservedCid(cid));
         }
         let listener = bind(&config.uds_path)?;
+        let socket_file = file_id(&config.uds_path);
         Ok(Vsock {
             guest_cid: cid,
             uds_path: config.uds_path.clone(),
+            socket_file,
             listener,
             active: None,
             reset_streams: Vec::new(),
@@ -174,9 +180,17 @@ fn fill_rx(
     Ok(used_any && active.rx.needs_notification(memory)?)
 }
 
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 impl Drop for Vsock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.uds_path);
+        if self.socket_file.is_some() && file_id(&self.uds_path) == self.socket_file {
+            let _ = std::fs::remove_file(&self.uds_path);
+        }
     }
 }
 

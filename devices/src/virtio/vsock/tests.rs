@@ -356,6 +356,17 @@ fn reset_closes_connections_and_new_refuses_bad_configs() {
     let dev = Vsock::new(&cfg(stale.clone(), CID)).unwrap();
     drop(dev);
     assert!(!stale.exists(), "the socket file was left behind");
+    // A file that replaced ours since is not ours to remove.
+    let dev = Vsock::new(&cfg(stale.clone(), CID)).unwrap();
+    // (Renamed over it, so the new file cannot reuse the old inode.)
+    let other = stale.with_file_name("other");
+    std::fs::write(&other, b"someone else's").unwrap();
+    std::fs::rename(&other, &stale).unwrap();
+    drop(dev);
+    assert!(
+        stale.exists(),
+        "a file that is not the device's was removed"
+    );
     let missing = h.path.with_file_name("no-such-dir").join("v.sock");
     let err = Vsock::new(&cfg(missing, CID)).err().unwrap();
     assert!(matches!(err, VsockError::NoDirectory { .. }), "{err}");
