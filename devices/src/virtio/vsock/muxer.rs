@@ -27,6 +27,7 @@ use super::connect::{LineRead, PendingAccept};
 use super::connection::{Connection, Outcome, State};
 use super::packet::{op, Header, Packet, HOST_CID, TYPE_STREAM};
 use super::uds::connect_nonblocking;
+use crate::legacy::LogLimiter;
 use crate::virtio::FdWatch;
 
 /// Host streams accepted on `PATH` that have not sent their CONNECT line;
@@ -55,6 +56,8 @@ pub struct Muxer {
     next_host_port: u32,
     closed: Vec<UnixStream>,
     max_connections: usize,
+    /// Guest- or host-triggered limit hits, logged at powers of two.
+    limit_hits: LogLimiter,
 }
 
 impl Muxer {
@@ -71,6 +74,7 @@ impl Muxer {
             next_host_port: FIRST_HOST_PORT,
             closed: Vec::new(),
             max_connections: MAX_CONNECTIONS,
+            limit_hits: LogLimiter::default(),
         }
     }
 
@@ -96,10 +100,12 @@ impl Muxer {
 
     fn push_control(&mut self, header: Header) {
         if self.control.len() >= MAX_CONTROL_PACKETS {
-            warn!(
-                "virtio-vsock: RX backlog full, dropping an RST for port {}",
-                header.dst_port
-            );
+            if let Some(n) = self.limit_hits.hit() {
+                warn!(
+                    "virtio-vsock: RX backlog full, dropping an RST for port {} ({n} limit hits)",
+                    header.dst_port
+                );
+            }
             return;
         }
         self.control.push_back(header);
@@ -181,12 +187,18 @@ impl Muxer {
             .filter(|c| c.state() == State::Requesting)
             .count();
         if unanswered >= MAX_PENDING_ACCEPTS {
-            warn!("virtio-vsock: the guest has not answered {unanswered} connections, refusing CONNECT {port}");
+            if let Some(n) = self.limit_hits.hit() {
+                warn!("virtio-vsock: the guest has not answered {unanswered} connections, refusing CONNECT {port} ({n} limit hits)");
+            }
             self.close_stream(p.stream, true, fds);
             return;
         }
         let Some(local_port) = self.allocate_host_port(port) else {
-            warn!("virtio-vsock: too many connections, refusing CONNECT {port}");
+            if let Some(n) = self.limit_hits.hit() {
+                warn!(
+                    "virtio-vsock: too many connections, refusing CONNECT {port} ({n} limit hits)"
+                );
+            }
             self.close_stream(p.stream, true, fds);
             return;
         };
@@ -298,10 +310,12 @@ impl Muxer {
 
     fn connect_to_host(&mut self, request: &Header, fds: &mut FdWatch) {
         if self.conns.len() >= self.max_connections {
-            warn!(
-                "virtio-vsock: too many connections, refusing port {}",
-                request.dst_port
-            );
+            if let Some(n) = self.limit_hits.hit() {
+                warn!(
+                    "virtio-vsock: too many connections, refusing port {} ({n} limit hits)",
+                    request.dst_port
+                );
+            }
             self.push_control(request.rst_reply());
             return;
         }
