@@ -19,6 +19,7 @@ pub mod mmio;
 pub mod net;
 pub mod queue;
 pub mod rng;
+pub mod vsock;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
