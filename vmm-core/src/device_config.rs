@@ -121,35 +121,20 @@ fn check_tap_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Parses a MAC address `aa:bb:cc:dd:ee:ff`. Multicast and all-zero
-/// addresses cannot be a NIC's and are refused.
+/// Parses a MAC address `aa:bb:cc:dd:ee:ff` (the virtio-net device's
+/// rules: unicast, not all-zero).
 pub fn parse_mac(text: &str) -> Result<[u8; 6], ConfigError> {
-    let bad = || ConfigError::Mac(text.to_string());
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next().ok_or_else(bad)?;
-        if part.len() != 2 {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() || mac[0] & 1 != 0 || mac == [0; 6] {
-        return Err(bad());
-    }
-    Ok(mac)
+    devices::virtio::net::parse_mac(text).map_err(|_| ConfigError::Mac(text.to_string()))
 }
 
-/// A MAC address for a NIC that was given none: locally administered,
-/// unicast, the rest from a hash of `seed` (the TAP name), so the same
-/// configuration always gets the same address.
-pub fn derived_mac(seed: &str) -> [u8; 6] {
-    // FNV-1a, 64-bit: stable across Rust versions, unlike DefaultHasher.
-    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    let b = hash.to_le_bytes();
-    [0x02, b[0], b[1], b[2], b[3], b[4]]
+/// A NIC's MAC address: the one configured, else derived from the TAP
+/// name (locally administered, stable), so a configuration always gets the
+/// same address.
+pub fn mac_of(net: &NetConfig) -> Result<[u8; 6], ConfigError> {
+    match &net.mac {
+        Some(mac) => parse_mac(mac),
+        None => Ok(devices::virtio::net::mac_from_name(&net.tap)),
+    }
 }
 
 /// Formats a MAC address the way [`parse_mac`] reads it.
@@ -233,12 +218,13 @@ mod tests {
     }
 
     #[test]
-    fn derived_macs_are_stable_unicast_and_local() {
-        let a = derived_mac("tap0");
-        assert_eq!(a, derived_mac("tap0"));
-        assert_ne!(a, derived_mac("tap1"));
-        assert_eq!(a[0], 0x02);
-        assert_eq!(parse_mac(&format_mac(&a)).unwrap(), a);
+    fn macs_are_the_configured_one_or_derived_from_the_tap() {
+        let derived = mac_of(&net("tap0", None)).unwrap();
+        assert_eq!(derived, mac_of(&net("tap0", None)).unwrap());
+        assert_ne!(derived, mac_of(&net("tap1", None)).unwrap());
+        assert_eq!(derived[0] & 0x03, 0x02, "locally administered unicast");
+        let given = mac_of(&net("tap0", Some("52:54:00:12:34:56"))).unwrap();
+        assert_eq!(format_mac(&given), "52:54:00:12:34:56");
     }
 
     #[test]

@@ -36,6 +36,19 @@ pub enum DeviceError {
         #[source]
         source: BusError,
     },
+    /// A device's host side (image file, TAP, socket) could not be set up;
+    /// the message names the file, TAP or path.
+    #[error("{device}: {source}")]
+    Backend {
+        /// Which device.
+        device: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A device's configuration is invalid.
+    #[error(transparent)]
+    Config(crate::config::ConfigError),
     /// A device could not be created.
     #[error("cannot create {device}: {source}")]
     Create {

@@ -39,7 +39,7 @@ pub use config::{
     check_vcpus, ConfigError, SerialSink, VmConfig, DEFAULT_CMDLINE, MAX_VCPUS, MIN_MEMORY_MIB,
 };
 pub use device_config::{
-    derived_mac, format_mac, parse_mac, vsock_port_path, DiskConfig, NetConfig, VsockConfig,
+    format_mac, mac_of, parse_mac, vsock_port_path, DiskConfig, NetConfig, VsockConfig,
     MAX_GUEST_CID, MAX_TAP_NAME_LEN, MIN_GUEST_CID,
 };
 pub use device_manager::DeviceError;

@@ -7,7 +7,9 @@
 use std::sync::{Arc, Mutex};
 
 use devices::virtio::mmio::{MmioDevice, QUEUE_NOTIFY_OFFSET};
+use devices::virtio::net::{self, Net};
 use devices::virtio::rng::Rng;
+use devices::virtio::vsock::{self, Vsock};
 use devices::virtio::VirtioDevice;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
@@ -69,12 +71,39 @@ pub(crate) fn plan(config: &VmConfig) -> Result<Vec<PlannedDevice>, ResourceErro
 /// Creates the device model for `kind` from the configuration.
 fn create_device(
     kind: VirtioKind,
-    _config: &VmConfig,
+    config: &VmConfig,
 ) -> Result<Arc<Mutex<dyn VirtioDevice>>, DeviceError> {
-    match kind {
-        VirtioKind::Rng => Ok(Arc::new(Mutex::new(Rng::new()))),
-        other => Err(DeviceError::Unsupported(other.name())),
-    }
+    Ok(match kind {
+        VirtioKind::Disk(_) => return Err(DeviceError::Unsupported(kind.name())),
+        VirtioKind::Net(index) => {
+            let spec = &config.nets[index];
+            let mac = crate::device_config::mac_of(spec).map_err(DeviceError::Config)?;
+            let device = Net::new(&net::NetConfig {
+                tap: spec.tap.clone(),
+                mac,
+            })
+            .map_err(|e| DeviceError::Backend {
+                device: kind.name(),
+                source: Box::new(e),
+            })?;
+            Arc::new(Mutex::new(device))
+        }
+        VirtioKind::Vsock => {
+            let Some(spec) = config.vsock.as_ref() else {
+                return Err(DeviceError::Unsupported(kind.name()));
+            };
+            let device = Vsock::new(&vsock::VsockConfig {
+                guest_cid: spec.cid,
+                uds_path: spec.uds.clone(),
+            })
+            .map_err(|e| DeviceError::Backend {
+                device: kind.name(),
+                source: Box::new(e),
+            })?;
+            Arc::new(Mutex::new(device))
+        }
+        VirtioKind::Rng => Arc::new(Mutex::new(Rng::new())),
+    })
 }
 
 /// Creates and wires every planned device.
