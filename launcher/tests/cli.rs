@@ -407,3 +407,90 @@ fn termination_signals_stop_the_vm_with_exit_4() {
         );
     }
 }
+
+/// Device flags with bad values: each error names the value, exit 1.
+#[test]
+fn bad_device_values_are_named() {
+    let kernel = guest_image("test-guest");
+    let k = path_str(&kernel);
+    let dir = TempDir::new("cli-devices");
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let d = path_str(&disk);
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--disk", "/nonexistent/root.ext4"],
+            "cannot read disk /nonexistent/root.ext4",
+        ),
+        (&["--disk", "/tmp"], "disk /tmp is not a regular file"),
+        (&["--disk", d, "--disk", d], "is given twice"),
+        (
+            &["--disk", "x.img,rw"],
+            "--disk x.img,rw: unknown option `rw`",
+        ),
+        (
+            &["--net", "tap=t0,mac=01:00:5e:00:00:01"],
+            "invalid MAC address `01:00:5e:00:00:01`",
+        ),
+        (
+            &["--net", "tap=a-name-far-too-long"],
+            "invalid TAP name `a-name-far-too-long`",
+        ),
+        (
+            &["--vsock", "cid=2,uds=/tmp/v.sock"],
+            "vsock cid 2 is out of range",
+        ),
+    ];
+    for (flags, needle) in cases {
+        let mut args = vec!["run", "--kernel", k];
+        args.extend_from_slice(flags);
+        assert_input_error(&args, needle);
+    }
+}
+
+/// A vsock socket path another process listens on is refused, naming it,
+/// and the other process's socket is left alone.
+#[test]
+fn vsock_socket_in_use_is_refused_and_left_alone() {
+    let kernel = guest_image("test-guest");
+    let dir = TempDir::new("cli-vsock-busy");
+    let path = dir.path().join("v.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let spec = format!("cid=3,uds={}", path.display());
+    assert_input_error(
+        &["run", "--kernel", path_str(&kernel), "--vsock", &spec],
+        &path.display().to_string(),
+    );
+    assert!(path.exists(), "mercury removed another process's socket");
+}
+
+/// When a later device fails, the TAP mercury already created for an
+/// earlier one is gone when mercury exits: nothing is left half-created.
+/// Runs in a private network namespace (unshare), where the test looks for
+/// the TAP afterwards.
+#[test]
+fn a_failed_start_leaves_no_tap_behind() {
+    let kernel = guest_image("test-guest");
+    let dir = TempDir::new("cli-leftover");
+    let path = dir.path().join("v.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let script = format!(
+        "{mercury} run --kernel {kernel} --net tap=left0 --vsock cid=3,uds={sock}; \
+         echo \"rc=$?\"; ip link show left0 >/dev/null 2>&1 && echo tap-left || echo tap-gone",
+        mercury = env!("CARGO_BIN_EXE_mercury"),
+        kernel = kernel.display(),
+        sock = path.display(),
+    );
+    let out = output_within(
+        Command::new("unshare").args(["--net", "sh", "-c", &script]),
+        CHILD_TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = stderr(&out);
+    assert!(stdout.contains("rc=1"), "stdout:\n{stdout}\nstderr:\n{err}");
+    assert!(
+        stdout.contains("tap-gone"),
+        "stdout:\n{stdout}\nstderr:\n{err}"
+    );
+    assert!(err.contains("virtio-vsock"), "{err}");
+}
