@@ -378,3 +378,7 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 #[path = "device_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "open_tests.rs"]
+mod open_tests;

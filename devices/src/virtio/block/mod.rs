@@ -17,6 +17,8 @@ pub mod backend;
 pub mod device;
 pub mod handler;
 pub mod request;
+#[cfg(test)]
+mod test_support;
 
 pub use backend::{DiskBackend, ImageFile, MemoryDisk};
 pub use device::{Block, BlockConfig, BlockError};

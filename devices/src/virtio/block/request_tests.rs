@@ -1,92 +1,10 @@
-use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
-use virtio_queue::desc::RawDescriptor;
-use virtio_queue::mock::MockSplitQueue;
 use vm_memory::GuestMemoryMmap;
 
 use super::*;
+use crate::virtio::block::test_support::*;
 use crate::virtio::block::SIZE_MAX;
 
-const HEADER: u64 = 0x10_0000;
-const DATA: u64 = 0x11_0000;
-const SEGMENT: u64 = 0x1e_0000;
-const STATUS: u64 = 0x1f_0000;
-const CAPACITY: u64 = 1024;
-const FEATURES: u64 =
-    1 << VIRTIO_BLK_F_FLUSH | 1 << VIRTIO_BLK_F_DISCARD | 1 << VIRTIO_BLK_F_WRITE_ZEROES;
 const RO: u64 = 1 << VIRTIO_BLK_F_RO;
-
-fn memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap()
-}
-
-fn readable(addr: u64, len: u32) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, 0, 0))
-}
-
-fn writable(addr: u64, len: u32) -> RawDescriptor {
-    RawDescriptor::from(Descriptor::new(addr, len, VRING_DESC_F_WRITE as u16, 0))
-}
-
-fn header(memory: &GuestMemoryMmap, request_type: u32, sector: u64) -> RawDescriptor {
-    write_header(memory, HEADER, request_type, sector);
-    readable(HEADER, HEADER_LEN)
-}
-
-fn write_header(memory: &GuestMemoryMmap, at: u64, request_type: u32, sector: u64) {
-    let mut raw = [0u8; 16];
-    raw[0..4].copy_from_slice(&request_type.to_le_bytes());
-    raw[4..8].copy_from_slice(&7u32.to_le_bytes()); // ioprio, ignored
-    raw[8..16].copy_from_slice(&sector.to_le_bytes());
-    memory.write_slice(&raw, GuestAddress(at)).unwrap();
-}
-
-/// A discard / write-zeroes segment at [`SEGMENT`], and its descriptor.
-fn segment(memory: &GuestMemoryMmap, sector: u64, sectors: u32, flags: u32) -> RawDescriptor {
-    let mut raw = [0u8; 16];
-    raw[0..8].copy_from_slice(&sector.to_le_bytes());
-    raw[8..12].copy_from_slice(&sectors.to_le_bytes());
-    raw[12..16].copy_from_slice(&flags.to_le_bytes());
-    memory.write_slice(&raw, GuestAddress(SEGMENT)).unwrap();
-    readable(SEGMENT, SEGMENT_LEN)
-}
-
-fn status() -> RawDescriptor {
-    writable(STATUS, 1)
-}
-
-/// Parses `descs`, put in a queue as one chain, on a `capacity`-sector disk.
-fn parse_on(
-    memory: &GuestMemoryMmap,
-    descs: &[RawDescriptor],
-    capacity: u64,
-    features: u64,
-) -> Result<Request, RequestError> {
-    let mock = MockSplitQueue::new(memory, 256);
-    let chain = mock.build_desc_chain(descs).unwrap();
-    parse(chain, memory, capacity, features)
-}
-
-fn parse_chain(memory: &GuestMemoryMmap, descs: &[RawDescriptor]) -> Result<Request, RequestError> {
-    parse_on(memory, descs, CAPACITY, FEATURES)
-}
-
-/// Asserts the chain is refused for `reason`, with the status byte at
-/// [`STATUS`] and status code `code`.
-#[track_caller]
-fn assert_refused(result: Result<Request, RequestError>, reason: Reason, code: u32) {
-    let error = result.unwrap_err();
-    assert_eq!(error.reason, reason, "{error}");
-    assert_eq!(error.status, Some(GuestAddress(STATUS)));
-    assert_eq!(u32::from(error.status_code()), code);
-}
-
-/// Asserts the chain is refused for `reason` without a usable status.
-#[track_caller]
-fn assert_no_status(result: Result<Request, RequestError>, reason: Reason) {
-    let error = result.unwrap_err();
-    assert_eq!(error.reason, reason, "{error}");
-    assert_eq!(error.status, None);
-}
 
 fn seg(addr: u64, len: u32) -> Segment {
     Segment {
