@@ -114,6 +114,16 @@ impl ImageFile {
     /// Opens and locks the image at `path`: for reading only, or for
     /// reading and writing.
     pub fn open(path: &Path, read_only: bool) -> Result<ImageFile, BlockError> {
+        // Opening a FIFO would block until a writer came, and opening a
+        // device can have side effects: refuse them before opening. (The
+        // type is checked again on the opened file.)
+        if let Ok(metadata) = std::fs::metadata(path) {
+            if !metadata.is_file() && !metadata.is_dir() {
+                return Err(BlockError::NotRegularFile {
+                    path: path.to_owned(),
+                });
+            }
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)

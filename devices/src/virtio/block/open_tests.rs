@@ -106,6 +106,18 @@ fn bad_images_are_refused_naming_the_file() {
         matches!(error, BlockError::NotRegularFile { .. }),
         "{error}"
     );
+    // A FIFO is refused, not opened (which would block).
+    let fifo = TempImage::new(0);
+    std::fs::remove_file(&fifo.path).unwrap();
+    let c_path = std::ffi::CString::new(fifo.path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    // Read-only: opening a FIFO for reading blocks until a writer comes.
+    let (error, _) = new_error(&config_for(&fifo.path, true));
+    assert!(
+        matches!(error, BlockError::NotRegularFile { .. }),
+        "{error}"
+    );
 
     let image = TempImage::new(512);
     let long_id = BlockConfig {
