@@ -14,6 +14,7 @@
 //! event-manager subscriber that also watches a device's host file
 //! descriptors (a TAP, a socket). Both reach the device through one mutex.
 
+pub mod block;
 pub mod handler;
 pub mod mmio;
 pub mod net;
