@@ -61,9 +61,16 @@ fn no_rng_configured_no_rng_found() {
 #[test]
 fn a_malicious_driver_cannot_break_the_vmm_or_the_device() {
     let dir = TempDir::new("virtio-attack");
-    let mut config = config(&dir, "checks=virtio-attack,virtio-rng");
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, vec![0u8; 64 * 512]).unwrap();
+    let mut config = config(&dir, "checks=virtio-attack,virtio-rng,virtio-blk");
     config.rng = true;
     config.memory_mib = 3584;
+    config.disks = vec![vmm_core::DiskConfig {
+        path: image,
+        read_only: false,
+        id: None,
+    }];
     let run = run_guest(config);
     assert_eq!(run.exit, VmExit::Reset, "serial:\n{}", run.serial);
     let attacks: Vec<&str> = run
@@ -85,6 +92,8 @@ fn a_malicious_driver_cannot_break_the_vmm_or_the_device() {
     );
     let verdict = run.passed("virtio-attack");
     assert_eq!(detail_value(&verdict, "survived"), Some("9"), "{verdict}");
-    // The device still serves a well-behaved driver afterwards.
+    // The device still serves a well-behaved driver afterwards, and so does
+    // the disk beside it.
     run.passed("virtio-rng");
+    run.passed("virtio-blk");
 }

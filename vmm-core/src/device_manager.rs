@@ -69,9 +69,9 @@ pub enum DeviceError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    /// A device this build cannot create yet.
-    #[error("{0} devices are not supported yet")]
-    Unsupported(&'static str),
+    /// A planned device has no configuration (a bug in the planner).
+    #[error("internal error: {0} was planned without its configuration")]
+    Unconfigured(&'static str),
     /// The event loop could not be created or a subscriber added.
     #[error("event loop: {0}")]
     EventManager(#[source] event_manager::Error),

@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::mmio::{MmioDevice, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::net::{self, Net};
 use devices::virtio::rng::Rng;
@@ -74,7 +75,19 @@ fn create_device(
     config: &VmConfig,
 ) -> Result<Arc<Mutex<dyn VirtioDevice>>, DeviceError> {
     Ok(match kind {
-        VirtioKind::Disk(_) => return Err(DeviceError::Unsupported(kind.name())),
+        VirtioKind::Disk(index) => {
+            let spec = &config.disks[index];
+            let device = Block::new(&BlockConfig {
+                path: spec.path.clone(),
+                read_only: spec.read_only,
+                id: spec.id.clone(),
+            })
+            .map_err(|e| DeviceError::Backend {
+                device: kind.name(),
+                source: Box::new(e),
+            })?;
+            Arc::new(Mutex::new(device))
+        }
         VirtioKind::Net(index) => {
             let spec = &config.nets[index];
             let mac = crate::device_config::mac_of(spec).map_err(DeviceError::Config)?;
@@ -90,7 +103,7 @@ fn create_device(
         }
         VirtioKind::Vsock => {
             let Some(spec) = config.vsock.as_ref() else {
-                return Err(DeviceError::Unsupported(kind.name()));
+                return Err(DeviceError::Unconfigured(kind.name()));
             };
             let device = Vsock::new(&vsock::VsockConfig {
                 guest_cid: spec.cid,
