@@ -236,8 +236,10 @@ fn derailed_guest(span: &[&str]) -> Vec<Sign> {
     in_module.into_iter().chain(fetch_fault).collect()
 }
 
-/// Boots per VMM and the failed ones, one line each, for `rig run`.
-pub fn summary(boots: &[Boot]) -> String {
+/// Boots per VMM and the failed ones, one line each, for `rig run`;
+/// `l1_failure` is why the rig stopped L1, if it did (it explains the boot
+/// it interrupted).
+pub fn summary(boots: &[Boot], l1_failure: Option<&str>) -> String {
     let mut vmms: Vec<(&str, usize, usize)> = Vec::new();
     for boot in boots {
         let at = match vmms.iter().position(|(v, ..)| *v == boot.vmm) {
@@ -258,6 +260,9 @@ pub fn summary(boots: &[Boot]) -> String {
     for boot in boots.iter().filter(|b| b.failed()) {
         let verdict = match (boot.proof(), boot.signs.first()) {
             (Some(proof), _) => format!("environment: {proof}"),
+            (None, _) if !boot.ended && l1_failure.is_some() => {
+                format!("environment: {}", l1_failure.unwrap_or_default())
+            }
             (None, Some(hint)) => format!("no proof of the environment; hint: {hint}"),
             (None, None) => "no sign of the environment".to_string(),
         };
@@ -283,6 +288,10 @@ mod tests {
 
     const MODULES: &str = "  | kvm_amd 155648 0 - Live 0xffffffffc0540000\n  \
                            | kvm 1146880 1 kvm_amd, Live 0xffffffffc0400000\n";
+
+    fn boots_of(text: &str) -> Vec<Boot> {
+        boots(text)
+    }
 
     fn console(parts: &[&str]) -> String {
         parts.concat()
@@ -397,14 +406,25 @@ mod tests {
                 "[   21.99] BUG: TASK stack guard page was hit".into()
             )]
         );
-        let summary = summary(&boots);
+        let text = summary(&boots, None);
+        assert!(text.starts_with("boots: mercury 1 failed of 1"), "{text}");
         assert!(
-            summary.starts_with("boots: mercury 1 failed of 1"),
-            "{summary}"
+            text.contains("boot 7 mercury vmlinux rc=-: never ended"),
+            "{text}"
         );
         assert!(
-            summary.contains("boot 7 mercury vmlinux rc=-: never ended"),
-            "{summary}"
+            text.contains("environment: L1's own kernel failed"),
+            "{text}"
         );
+        // Interrupted with no sign in its span: the rig's reason for stopping L1.
+        let quiet = boots_of("RIG-BOOT n=3 vmm=mercury label=elf64 of=9\n");
+        let text = summary(&quiet, Some("L1 ended without RIG-DONE"));
+        assert!(
+            text.ends_with(
+                "never ended (L1 stopped during it); environment: L1 ended without RIG-DONE"
+            ),
+            "{text}"
+        );
+        assert!(summary(&quiet, None).ends_with("no sign of the environment"));
     }
 }

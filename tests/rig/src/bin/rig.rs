@@ -151,7 +151,10 @@ fn run(rig: &Rig, name: &str, options: &RunOptions, quiet: bool) -> ExitCode {
         Ok(report) => {
             let boots = report.boots();
             if !boots.is_empty() {
-                println!("{}", mercury_rig::evidence::summary(&boots));
+                println!(
+                    "{}",
+                    mercury_rig::evidence::summary(&boots, report.l1_failure.as_deref())
+                );
             }
             println!("{report}");
             if report.passed() {
