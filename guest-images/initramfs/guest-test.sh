@@ -30,6 +30,13 @@ done
 set +f
 mkdir -p /mnt
 
+# report PREFIX COMMAND...: COMMAND's output, each line after PREFIX.
+report() {
+  local prefix=$1
+  shift
+  "$@" 2>&1 | while IFS= read -r line; do echo "$prefix $line"; done
+}
+
 case "$test" in
   blk)
     if mount -t ext4 /dev/vda /mnt; then
@@ -64,15 +71,15 @@ case "$test" in
     received=$(grep -c 'bytes from' /tmp/ping)
     echo "MERCURY-GUEST NET ping peer=$peer rc=$ping_rc replies=$received"
     case "$role" in
-      recv) echo "MERCURY-GUEST NET tcp $(guest-tool tcp-recv 5000)" ;;
-      send) echo "MERCURY-GUEST NET tcp $(guest-tool tcp-send "$peer:5000" "$bytes")" ;;
+      recv) report "MERCURY-GUEST NET tcp" guest-tool tcp-recv 5000 ;;
+      send) report "MERCURY-GUEST NET tcp" guest-tool tcp-send "$peer:5000" "$bytes" ;;
     esac ;;
   vsock)
     if [ "$role" = listen ]; then
       echo "MERCURY-GUEST VSOCK listening port=$port"
-      echo "MERCURY-GUEST VSOCK $(guest-tool listen "$port")"
+      report "MERCURY-GUEST VSOCK" guest-tool listen "$port"
     else
-      echo "MERCURY-GUEST VSOCK $(guest-tool connect 2 "$port" mercury-guest-hello)"
+      report "MERCURY-GUEST VSOCK" guest-tool connect 2 "$port" mercury-guest-hello
     fi ;;
   *)
     echo "MERCURY-GUEST ERROR unknown mercury.test=$test" ;;

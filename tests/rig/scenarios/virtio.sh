@@ -97,7 +97,9 @@ echo "RIG-BOOT-END n=$rig_boot_n rc=killed secs=-"
 if [ -z "$content" ]; then
     rig_fail durable-host "the guest never reported its fsync"
     evidence
-elif mount -o loop,ro /tmp/durable.img /mnt/check 2>/tmp/mount.err; then
+elif mount -o loop /tmp/durable.img /mnt/check 2>/tmp/mount.err; then
+    # Read-write: the journal of a file system whose VMM was killed needs
+    # replaying, as after any crash; what was fsynced must survive that.
     found=$(cat /mnt/check/durable 2>/dev/null)
     umount /mnt/check
     if [ "$found" = "$content" ]; then
@@ -166,8 +168,8 @@ else
     rig_show /tmp/net-b.serial 15 "guest b console"
     rig_show /tmp/net-a.stderr 8 "mercury a stderr"
 fi
-recv=$(grep -a 'MERCURY-GUEST NET tcp RECEIVED' /tmp/net-a.serial | sed 's/.*RECEIVED //')
-sent=$(grep -a 'MERCURY-GUEST NET tcp SENT' /tmp/net-b.serial | sed 's/.*SENT //')
+recv=$(grep -a 'MERCURY-GUEST NET tcp RECEIVED' /tmp/net-a.serial | tr -d '\r' | sed 's/.*RECEIVED //')
+sent=$(grep -a 'MERCURY-GUEST NET tcp SENT' /tmp/net-b.serial | tr -d '\r' | sed 's/.*SENT //')
 if [ -n "$sent" ] && [ "$recv" = "$sent" ] && [ "${sent%% *}" = 16777216 ]; then
     rig_pass net-tcp "16 MiB guest to guest, checksums equal ($sent)"
 else
@@ -181,12 +183,14 @@ rm -f /tmp/v.sock /tmp/v.sock_52 /tmp/echo.out
 /images/guest-tool uds-echo /tmp/v.sock_52 >/tmp/echo.out 2>&1 &
 echo_pid=$!
 guest vsock-g2h vsock "mercury.port=52" --vsock cid=3,uds=/tmp/v.sock
-reply=$(grep -a 'MERCURY-GUEST VSOCK REPLY' "$log" | sed 's/.*REPLY //')
-wait $echo_pid 2>/dev/null
+reply=$(grep -a 'MERCURY-GUEST VSOCK REPLY' "$log" | tr -d '\r' | sed 's/.*REPLY //')
+i=0
+while [ $i -lt 50 ] && ! grep -q 'ECHOED 19' /tmp/echo.out; do sleep 0.2; i=$((i + 1)); done
+kill $echo_pid 2>/dev/null
 if [ "$reply" = mercury-guest-hello ] && grep -q 'ECHOED 19' /tmp/echo.out; then
     rig_pass vsock-guest-to-host "guest sent and got back '$reply'; L1 echoed 19 bytes"
 else
-    rig_fail vsock-guest-to-host "guest reply '$reply'; L1 side: $(cat /tmp/echo.out)"
+    rig_fail vsock-guest-to-host "guest reply '$reply'; L1 side: $(tr '\n' ' ' </tmp/echo.out)"
     evidence
 fi
 
@@ -206,7 +210,7 @@ while [ $i -lt $((BOOT_TIMEOUT * 5)) ] && ! grep -a -q 'VSOCK listening' "$log" 
     sleep 0.2
     i=$((i + 1))
 done
-host_out=$(/images/guest-tool uds-connect /tmp/v2.sock 5000 hello-from-l1 2>&1)
+host_out=$(/images/guest-tool uds-connect /tmp/v2.sock 5000 hello-from-l1 2>&1 | tr '\n' ' ')
 i=0
 while [ $i -lt 300 ] && kill -0 $pid 2>/dev/null; do sleep 0.2; i=$((i + 1)); done
 kill -9 $pid 2>/dev/null
