@@ -12,7 +12,7 @@ bash scripts/setup.sh
 # takes ~4-5 min on 2 cores the first time (then it is cached by a hash of
 # its inputs); its build prints its progress on stderr.
 for image in test-guest test-guest-elf64 test-guest-bzimage \
-    linux-kernel linux-elf64 linux-bzimage initramfs; do
+    linux-kernel linux-elf64 linux-bzimage linux-kernel-acpi initramfs guest-tool test-disk; do
   started=$SECONDS
   echo "test: guest image $image: building (or checking the cache)..."
   path=$(guest-images/build "$image")
@@ -20,3 +20,5 @@ for image in test-guest test-guest-elf64 test-guest-bzimage \
 done
 cargo test --workspace --exclude mercury-rig
 cargo test -p mercury-rig -- --test-threads=1
+# Every fuzz target for FUZZ_SECONDS (60) from its committed seeds.
+bash scripts/fuzz.sh
