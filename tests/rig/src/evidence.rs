@@ -49,6 +49,13 @@ pub enum Sign {
     /// A guest vCPU exited at an address inside one of L1's modules: the
     /// guest kernel has no modules, so L0 resumed it at an address of L1's.
     ExitInL1Module(String),
+    /// A guest vCPU shut down delivering a #PF whose error code no x86 CPU
+    /// produces: the reserved-bit flag without the present flag (a
+    /// reserved bit can only be found in a present entry). The fault was
+    /// made up on the way (L0's emulated SVM, or L1's KVM walking the
+    /// guest's page tables to emulate an instruction), not by the guest's
+    /// page tables, however wrong.
+    ImpossibleFault(String),
     /// A guest vCPU shut down delivering a not-present instruction-fetch #PF
     /// in its kernel half. Seen when L0 derailed a guest, but a wrong memory
     /// map in the VMM looks the same: a hint, not proof.
@@ -66,7 +73,9 @@ impl fmt::Display for Sign {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Sign::L1Kernel(line) => write!(f, "L1's own kernel failed: {line}"),
-            Sign::ExitInL1Module(what) | Sign::FetchFaultShutdown(what) => f.write_str(what),
+            Sign::ExitInL1Module(what)
+            | Sign::ImpossibleFault(what)
+            | Sign::FetchFaultShutdown(what) => f.write_str(what),
         }
     }
 }
@@ -158,8 +167,10 @@ struct GuestExit {
 
 /// `intr_info` of a #PF being delivered: valid, exception, error code valid.
 const PF_DELIVERY: u64 = 0x8000_0b0e;
-/// #PF error code bits: the page was present; the access was an instruction fetch.
+/// #PF error code bits: the page was present; a reserved bit was set; the
+/// access was an instruction fetch.
 const PF_PRESENT: u64 = 1 << 0;
+const PF_RESERVED: u64 = 1 << 3;
 const PF_FETCH: u64 = 1 << 4;
 /// The lowest address of the kernel half of x86-64's address space.
 const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
@@ -204,6 +215,7 @@ fn derailed_guest(span: &[&str]) -> Vec<Sign> {
         })
         .collect();
     let mut in_module = None;
+    let mut impossible = None;
     let mut fetch_fault = None;
     for exit in lines().filter_map(guest_exit) {
         let GuestExit { vcpu, rip, .. } = &exit;
@@ -219,6 +231,18 @@ fn derailed_guest(span: &[&str]) -> Vec<Sign> {
                 )));
             }
         }
+        let pf_shutdown = exit.reason == "shutdown" && exit.intr_info == PF_DELIVERY;
+        if impossible.is_none()
+            && pf_shutdown
+            && exit.error_code & (PF_RESERVED | PF_PRESENT) == PF_RESERVED
+        {
+            impossible = Some(Sign::ImpossibleFault(format!(
+                "guest vCPU {vcpu} shut down delivering a #PF at rip {rip:#x} with error code \
+                 {:#x}: reserved bit set on a not-present page, which no x86 CPU reports; \
+                 the fault was made up by the emulated host",
+                exit.error_code
+            )));
+        }
         let fetch = exit.error_code & (PF_FETCH | PF_PRESENT) == PF_FETCH;
         if fetch_fault.is_none()
             && exit.reason == "shutdown"
@@ -233,7 +257,11 @@ fn derailed_guest(span: &[&str]) -> Vec<Sign> {
             )));
         }
     }
-    in_module.into_iter().chain(fetch_fault).collect()
+    in_module
+        .into_iter()
+        .chain(impossible)
+        .chain(fetch_fault)
+        .collect()
 }
 
 /// Boots per VMM and the failed ones, one line each, for `rig run`;
@@ -374,6 +402,26 @@ mod tests {
             let line = shutdown(rip, intr, err);
             assert_eq!(signs(&[line.as_str()]), [], "{rip} {intr} {err}");
         }
+    }
+
+    #[test]
+    fn a_reserved_bit_fault_on_a_not_present_page_is_proof() {
+        // As traced (QEMU 10, L1 6.12): vCPU 1 during the guest's reboot.
+        let traced = "  |  vcpu1-8731 [000] d..1. 383.62: kvm_exit: vcpu 1 reason shutdown \
+                      rip 0xffffffff8102e264 info1 0x0 info2 0x0 intr_info 0x80000b0e error_code 0x00000018";
+        let found = signs(&[traced]);
+        assert!(
+            matches!(&found[0], s @ Sign::ImpossibleFault(w) if s.is_proof() && w.contains("0x18")),
+            "{found:?}"
+        );
+        // It is also a not-present fetch: that hint is listed after the proof.
+        assert!(
+            matches!(&found[1..], [Sign::FetchFaultShutdown(_)]),
+            "{found:?}"
+        );
+        // Reserved bit on a present page (0x19): a real fault; not proof.
+        let real = traced.replace("0x00000018", "0x00000019");
+        assert_eq!(signs(&[real.as_str()]), []);
     }
 
     #[test]
