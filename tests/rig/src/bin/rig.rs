@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! rig list
+//! rig boots CONSOLE-LOG...
 //! rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--qemu PATH]
 //!                    [--l1-kernel PACKAGE] [--l1-append ARGS] [--keep] [--quiet]
 //! ```
@@ -17,7 +18,7 @@ use std::time::Duration;
 use mercury_rig::{Rig, RunOptions};
 
 const USAGE: &str =
-    "usage: rig list\n       rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--qemu PATH]\n\
+    "usage: rig list\n       rig boots CONSOLE-LOG...\n       rig run <scenario> [--timeout SECS] [--cpu MODEL] [--accel ACCEL] [--qemu PATH]\n\
     \x20              [--l1-kernel PACKAGE] [--l1-append ARGS] [--keep] [--quiet]\n\n\
     Runs tests/rig/scenarios/<scenario>.sh inside an L1 QEMU-TCG VM with nested KVM.\n\
     --timeout SECS  limit for the whole L1 run (default: the scenario's rig-timeout, else 600)\n\
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
     let rig = Rig::from_env();
     match args.first().map(String::as_str) {
         Some("list") if args.len() == 1 => list(&rig),
+        Some("boots") if args.len() > 1 => boots(&args[1..]),
         Some("run") => match parse_run(&args[1..]) {
             Ok((name, options, quiet)) => run(&rig, &name, &options, quiet),
             Err(message) => usage(&message),
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        _ => usage("expected `list` or `run <scenario>`"),
+        _ => usage("expected `list`, `boots <console log>...` or `run <scenario>`"),
     }
 }
 
@@ -128,6 +130,25 @@ fn parse_run(args: &[String]) -> Result<(String, RunOptions, bool), String> {
     }
     let name = name.ok_or("run needs a scenario name (see `rig list`)")?;
     Ok((name, options, quiet))
+}
+
+/// `rig boots LOG...`: the per-boot summary of saved console logs, as `rig
+/// run` prints it (the L1 failure, if any, is not in the log: boots L1
+/// interrupted show as "never ended").
+fn boots(logs: &[String]) -> ExitCode {
+    for log in logs {
+        match std::fs::read(log) {
+            Ok(bytes) => {
+                let boots = mercury_rig::evidence::boots(&String::from_utf8_lossy(&bytes));
+                println!("{log}\n{}", mercury_rig::evidence::summary(&boots, None));
+            }
+            Err(err) => {
+                eprintln!("rig: cannot read console log `{log}`: {err}");
+                return ExitCode::from(3);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn list(rig: &Rig) -> ExitCode {
