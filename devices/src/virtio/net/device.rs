@@ -120,9 +120,9 @@ impl Net {
         Ok(Net::with_backend(Box::new(tap), name, config.mac, offloads))
     }
 
-    /// A device on any backend; `offloads` are the `TUN_F_*` flags it
-    /// accepts.
-    pub(crate) fn with_backend(
+    /// A device on any backend (a fake one in tests and the fuzzer);
+    /// `offloads` are the `TUN_F_*` flags it accepts.
+    pub fn with_backend(
         backend: Box<dyn Backend>,
         tap_name: String,
         mac: [u8; 6],

@@ -141,10 +141,11 @@ pub enum NetError {
     },
 }
 
-/// The host side of the NIC: a TAP in the VMM, a fake in unit tests. Every
+/// The host side of the NIC: a TAP in the VMM, a fake in unit tests and the
+/// fuzzer ([`Net::with_backend`]). Every
 /// call is non-blocking (`WouldBlock` when there is nothing to read or no
 /// room to write); one call moves one whole frame, virtio header first.
-pub(crate) trait Backend: Send {
+pub trait Backend: Send {
     /// Reads one frame into `buf`; returns its length.
     fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one frame gathered from `bufs`; returns the bytes taken.
