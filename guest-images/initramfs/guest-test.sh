@@ -13,6 +13,9 @@
 #   net      address eth0, ping the peer, then send or receive mercury.bytes over TCP
 #   vsock    connect to host port mercury.port and exchange a message; or, with
 #            mercury.role=listen, accept one connection on mercury.port and echo it
+#   bench-blk  /dev/vda: sequential direct write and read (dd, 1 MiB blocks,
+#            mercury.bytes), then 2000 random 4 KiB direct reads
+#   bench-net  as net, then 20 pings for the round trip and mercury.bytes over TCP
 
 test=$1
 ip="" peer="" role="" port=52 bytes=16777216
@@ -81,6 +84,21 @@ case "$test" in
     else
       report "MERCURY-GUEST VSOCK" guest-tool connect 2 "$port" mercury-guest-hello
     fi ;;
+  bench-blk)
+    mib=$((bytes / 1048576))
+    dd if=/dev/zero of=/dev/vda bs=1M count=$mib oflag=direct 2>/tmp/dd.out
+    echo "MERCURY-GUEST BENCH blk-seq-write $(tail -n 1 /tmp/dd.out)"
+    dd if=/dev/vda of=/dev/null bs=1M count=$mib iflag=direct 2>/tmp/dd.out
+    echo "MERCURY-GUEST BENCH blk-seq-read $(tail -n 1 /tmp/dd.out)"
+    report "MERCURY-GUEST BENCH blk-rand-read" guest-tool randread /dev/vda 2000 ;;
+  bench-net)
+    ip addr add "$ip" dev eth0 && ip link set eth0 up
+    ping -c 3 -W 10 "$peer" >/dev/null 2>&1
+    ping -c 20 -i 0.2 "$peer" 2>&1 | tail -n 1 | sed 's/^/MERCURY-GUEST BENCH net-rtt /'
+    case "$role" in
+      recv) report "MERCURY-GUEST BENCH net-tcp" guest-tool tcp-recv 5000 ;;
+      send) report "MERCURY-GUEST BENCH net-tcp" guest-tool tcp-send "$peer:5000" "$bytes" ;;
+    esac ;;
   *)
     echo "MERCURY-GUEST ERROR unknown mercury.test=$test" ;;
 esac

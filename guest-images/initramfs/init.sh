@@ -3,7 +3,8 @@
 # /init of the mercury test initramfs (busybox). Reports on the serial console
 # with lines starting "MERCURY-GUEST ", then does what mercury.action= on the
 # kernel command line asks: reboot (default), poweroff, shell, panic, or test
-# (runs /guest-test.sh with mercury.test=<name>, then powers off).
+# (runs /guest-test.sh with mercury.test=<name>, then powers off, or reboots
+# with mercury.end=reboot).
 
 # Boot timer first, before anything else costs time: the VMM's boot-timer
 # device at the start of the MMIO gap records the moment of this write.
@@ -35,12 +36,14 @@ echo "MERCURY-GUEST INFO memtotal_kb=$memtotal_kb nproc=$nproc"
 
 action=reboot
 guest_test=none
+test_end=poweroff
 read -r cmdline </proc/cmdline
 set -f  # split the command line into words, but never glob them
 for word in $cmdline; do
   case "$word" in
     mercury.action=*) action=${word#mercury.action=} ;;
     mercury.test=*) guest_test=${word#mercury.test=} ;;
+    mercury.end=*) test_end=${word#mercury.end=} ;;
   esac
 done
 set +f
@@ -59,7 +62,8 @@ case "$action" in
   test)
     /bin/sh /guest-test.sh "$guest_test"
     echo "MERCURY-GUEST TEST-END $guest_test"
-    poweroff -f ;;
+    # mercury.end=reboot for VMMs without ACPI power-off.
+    if [ "$test_end" = reboot ]; then reboot -f; else poweroff -f; fi ;;
   panic)
     # A real panic ("sysrq triggered crash"); pvpanic tells the VMM.
     echo c >/proc/sysrq-trigger

@@ -13,6 +13,8 @@
 //!                                          print `SENT <bytes> fnv=<hash>`
 //! guest-tool tcp-recv PORT                accept one TCP connection, read to EOF,
 //!                                          print `RECEIVED <bytes> fnv=<hash>`
+//! guest-tool randread DEVICE COUNT        COUNT 4 KiB O_DIRECT reads at random
+//!                                          aligned offsets, print `RANDREAD ... iops=`
 //! ```
 //! (busybox `nc` drops data at end of input, so it cannot move 16 MiB.)
 //! A reply is read until the peer closes or 64 KiB arrived; it is printed
@@ -157,8 +159,9 @@ fn fill_stream(state: &mut u64, buf: &mut [u8]) {
     }
 }
 
-fn tcp_send(addr: &str, total: u64) -> io::Result<(u64, u64)> {
+fn tcp_send(addr: &str, total: u64) -> io::Result<(u64, u64, Duration)> {
     let mut stream = connect_retrying(addr)?;
+    let started = std::time::Instant::now();
     let mut state = 0x6d65_7263_7572_7921u64;
     let mut hash = Fnv::new();
     let mut buf = vec![0u8; 64 << 10];
@@ -174,7 +177,51 @@ fn tcp_send(addr: &str, total: u64) -> io::Result<(u64, u64)> {
     // Wait for the receiver to close: everything sent was read.
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest)?;
-    Ok((sent, hash.0))
+    Ok((sent, hash.0, started.elapsed()))
+}
+
+/// `count` random 4 KiB direct reads from `device`: (reads, elapsed).
+fn randread(device: &str, count: u32) -> io::Result<(u32, Duration)> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(device)?;
+    let blocks = file_size(&file)? / 4096;
+    if blocks == 0 {
+        return Err(io::Error::other("device smaller than 4 KiB"));
+    }
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).map_err(io::Error::other)?;
+    // SAFETY: a non-zero-sized layout; freed below.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    if ptr.is_null() {
+        return Err(io::Error::other("out of memory"));
+    }
+    // SAFETY: `ptr` points to 4096 bytes we own until the dealloc below.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, 4096) };
+    let mut state = 0x7261_6e64_7265_6164u64;
+    let started = std::time::Instant::now();
+    let mut result = Ok(());
+    for _ in 0..count {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        if let Err(e) = file.read_exact_at(buf, (state % blocks) * 4096) {
+            result = Err(e);
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    result.map(|()| (count, elapsed))
+}
+
+/// The size of a file or block device.
+fn file_size(file: &std::fs::File) -> io::Result<u64> {
+    use std::io::Seek;
+    let mut file = file;
+    file.seek(io::SeekFrom::End(0))
 }
 
 /// The receiver may not listen yet: retry for up to 30 s.
@@ -239,8 +286,20 @@ fn run(args: &[String]) -> io::Result<()> {
             let bytes = bytes
                 .parse()
                 .map_err(|_| io::Error::other(format!("not a number: {bytes}")))?;
-            let (sent, hash) = tcp_send(addr, bytes)?;
-            println!("SENT {sent} fnv={hash:016x}");
+            let (sent, hash, elapsed) = tcp_send(addr, bytes)?;
+            let secs = elapsed.as_secs_f64();
+            println!(
+                "SENT {sent} fnv={hash:016x} secs={secs:.3} mbps={:.1}",
+                sent as f64 * 8.0 / secs / 1e6
+            );
+        }
+        [cmd, device, count] if cmd == "randread" => {
+            let (reads, elapsed) = randread(device, number(count)?)?;
+            let secs = elapsed.as_secs_f64();
+            println!(
+                "RANDREAD reads={reads} secs={secs:.3} iops={:.0}",
+                f64::from(reads) / secs
+            );
         }
         [cmd, port] if cmd == "tcp-recv" => {
             let port = u16::try_from(number(port)?).map_err(io::Error::other)?;
@@ -249,7 +308,7 @@ fn run(args: &[String]) -> io::Result<()> {
         }
         _ => {
             return Err(io::Error::other(
-                "usage: guest-tool tcp-send ADDR:PORT BYTES | tcp-recv PORT | connect CID PORT MSG | listen PORT | uds-connect PATH PORT MSG | uds-echo PATH",
+                "usage: guest-tool tcp-send ADDR:PORT BYTES | tcp-recv PORT | randread DEVICE COUNT | connect CID PORT MSG | listen PORT | uds-connect PATH PORT MSG | uds-echo PATH",
             ))
         }
     }
