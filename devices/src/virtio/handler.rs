@@ -19,33 +19,34 @@ use super::{FdChange, FdWatch, VirtioDevice};
 
 /// Watch changes made on a vCPU thread, waiting for the VMM thread.
 pub(crate) struct PendingFdChanges {
-    changes: Mutex<Vec<FdChange>>,
+    changes: Mutex<FdWatch>,
     evt: EventFd,
 }
 
 impl PendingFdChanges {
     pub(crate) fn new() -> std::io::Result<Self> {
         Ok(PendingFdChanges {
-            changes: Mutex::new(Vec::new()),
+            changes: Mutex::new(FdWatch::default()),
             evt: EventFd::new(libc::EFD_NONBLOCK)?,
         })
     }
 
     /// Queues `watch`'s changes and wakes the handler, if there are any.
     pub(crate) fn push(&self, watch: FdWatch) {
-        if watch.changes.is_empty() {
+        if watch.changes.is_empty() && watch.closing.is_empty() {
             return;
         }
-        self.changes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(watch.changes);
+        {
+            let mut pending = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            pending.changes.extend(watch.changes);
+            pending.closing.extend(watch.closing);
+        }
         if let Err(e) = self.evt.write(1) {
             error!("virtio: cannot wake the device's event handler: {e}");
         }
     }
 
-    fn take(&self) -> Vec<FdChange> {
+    fn take(&self) -> FdWatch {
         let _ = self.evt.read();
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -71,8 +72,9 @@ impl DeviceEventHandler {
         }
     }
 
-    fn apply(changes: Vec<FdChange>, ops: &mut EventOps) {
-        for change in changes {
+    /// Applies `watch`'s changes, then closes the fds it hands over.
+    fn apply(watch: FdWatch, ops: &mut EventOps) {
+        for change in watch.changes {
             let result = match change {
                 FdChange::Add(fd, events) => ops.add(Events::new_raw(fd, events)),
                 FdChange::Modify(fd, events) => ops.modify(Events::new_raw(fd, events)),
@@ -84,6 +86,7 @@ impl DeviceEventHandler {
                 debug!("virtio: watch change {change:?}: {e}");
             }
         }
+        drop(watch.closing);
     }
 
     fn queue_index(&self, fd: RawFd) -> Option<usize> {
@@ -109,7 +112,7 @@ impl MutEventSubscriber for DeviceEventHandler {
                 None => device.host_event(fd, events.event_set(), &mut watch),
             }
         }
-        Self::apply(watch.changes, ops);
+        Self::apply(watch, ops);
     }
 
     fn init(&mut self, ops: &mut EventOps) {

@@ -22,7 +22,7 @@ pub mod queue;
 pub mod rng;
 pub mod vsock;
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use virtio_queue::Queue;
@@ -90,6 +90,9 @@ pub enum ActivateError {
 #[derive(Debug, Default)]
 pub struct FdWatch {
     pub(crate) changes: Vec<FdChange>,
+    /// Closed by the handler once the changes above are applied, so an fd
+    /// is never closed (and its number reused) while still watched.
+    pub(crate) closing: Vec<OwnedFd>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +116,21 @@ impl FdWatch {
     /// Stop watching `fd` (before closing it).
     pub fn remove(&mut self, fd: RawFd) {
         self.changes.push(FdChange::Remove(fd));
+    }
+
+    /// Close `fd` once the changes already in this watch (its removal among
+    /// them) are applied.
+    pub fn close_after(&mut self, fd: impl Into<OwnedFd>) {
+        self.closing.push(fd.into());
+    }
+
+    /// Stop watching `fd`, then close it: the handler closes it after
+    /// applying the removal, on the VMM thread, however late that is (a
+    /// reset on a vCPU thread hands its changes over asynchronously).
+    pub fn remove_and_close(&mut self, fd: impl Into<OwnedFd>) {
+        let fd = fd.into();
+        self.changes.push(FdChange::Remove(fd.as_raw_fd()));
+        self.closing.push(fd);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,9 +53,6 @@ pub struct Vsock {
     socket_file: Option<(u64, u64)>,
     listener: UnixListener,
     active: Option<Active>,
-    /// Streams of a reset session, kept open until their watch removals
-    /// (applied later on the VMM thread) are surely done.
-    reset_streams: Vec<UnixStream>,
     bad_packets: LogLimiter,
 }
 
@@ -74,7 +71,6 @@ impl Vsock {
             socket_file,
             listener,
             active: None,
-            reset_streams: Vec::new(),
             bad_packets: LogLimiter::default(),
         })
     }
@@ -96,7 +92,9 @@ impl Vsock {
     fn broken(&mut self, why: String, fds: &mut FdWatch) {
         if let Some(mut active) = self.active.take() {
             active.interrupt.device_broken(&why);
-            self.reset_streams.extend(active.muxer.close_all(fds));
+            for stream in active.muxer.close_all(fds) {
+                fds.close_after(stream);
+            }
         }
     }
 
@@ -219,7 +217,6 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<dyn VirtioInterrupt>,
         _fds: &mut FdWatch,
     ) -> Result<(), ActivateError> {
-        self.reset_streams.clear();
         if let Some(index) = (0..3).find(|&i| !queues.get(i).is_some_and(|q| q.ready())) {
             return Err(ActivateError::QueueNotReady { index });
         }
@@ -279,7 +276,9 @@ impl VirtioDevice for Vsock {
         // to send VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on: the guest driver
         // drops its connections when it resets the device.
         if let Some(mut active) = self.active.take() {
-            self.reset_streams.extend(active.muxer.close_all(fds));
+            for stream in active.muxer.close_all(fds) {
+                fds.close_after(stream);
+            }
         }
     }
 }
