@@ -26,7 +26,7 @@ for target in "${targets[@]}"; do
   if [ -d "seeds/$target" ]; then cp -r "seeds/$target/." "$corpus/"; fi
   echo "fuzz: $target for $seconds s (seeds: $(ls "$corpus" | wc -l))"
   cargo fuzz run "$target" "$corpus" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written|thread .* panicked|Done [0-9]+ runs)' || true
+    -print_final_stats=1 2>&1 | grep -E 'DONE +cov|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|==[0-9]+==|SUMMARY|Test unit written|panicked' || true
   # cargo fuzz's own exit status is lost in the pipe above: check for a crash artifact.
   if compgen -G "artifacts/$target/*" >/dev/null; then
     echo "fuzz: $target FAILED: $(ls artifacts/"$target"/)" >&2
