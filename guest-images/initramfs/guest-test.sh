@@ -86,10 +86,16 @@ case "$test" in
     fi ;;
   bench-blk)
     mib=$((bytes / 1048576))
-    dd if=/dev/zero of=/dev/vda bs=1M count=$mib oflag=direct 2>/tmp/dd.out
-    echo "MERCURY-GUEST BENCH blk-seq-write $(tail -n 1 /tmp/dd.out)"
-    dd if=/dev/vda of=/dev/null bs=1M count=$mib iflag=direct 2>/tmp/dd.out
-    echo "MERCURY-GUEST BENCH blk-seq-read $(tail -n 1 /tmp/dd.out)"
+    # busybox dd prints no rate: time it with /proc/uptime (10 ms).
+    timed() {
+      local t0 t1
+      t0=$(cut -d' ' -f1 /proc/uptime)
+      "$@" 2>/dev/null
+      t1=$(cut -d' ' -f1 /proc/uptime)
+      awk -v a="$t0" -v b="$t1" -v m="$mib" 'BEGIN { s = b - a; if (s <= 0) s = 0.01; printf "mib=%d secs=%.2f mbps=%.1f", m, s, m * 8.388608 / s }'
+    }
+    echo "MERCURY-GUEST BENCH blk-seq-write $(timed dd if=/dev/zero of=/dev/vda bs=1M count=$mib oflag=direct)"
+    echo "MERCURY-GUEST BENCH blk-seq-read $(timed dd if=/dev/vda of=/dev/null bs=1M count=$mib iflag=direct)"
     report "MERCURY-GUEST BENCH blk-rand-read" guest-tool randread /dev/vda 2000 ;;
   bench-net)
     ip addr add "$ip" dev eth0 && ip link set eth0 up
