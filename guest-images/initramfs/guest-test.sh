@@ -92,7 +92,7 @@ case "$test" in
       t0=$(cut -d' ' -f1 /proc/uptime)
       "$@" 2>/dev/null
       t1=$(cut -d' ' -f1 /proc/uptime)
-      awk -v a="$t0" -v b="$t1" -v m="$mib" 'BEGIN { s = b - a; if (s <= 0) s = 0.01; printf "mib=%d secs=%.2f mbps=%.1f", m, s, m * 8.388608 / s }'
+      awk -v a="$t0" -v b="$t1" -v m="$mib" 'BEGIN { s = b - a; if (s <= 0) s = 0.01; printf "mib=%d secs=%.2f mib_per_s=%.1f", m, s, m / s }'
     }
     echo "MERCURY-GUEST BENCH blk-seq-write $(timed dd if=/dev/zero of=/dev/vda bs=1M count=$mib oflag=direct)"
     echo "MERCURY-GUEST BENCH blk-seq-read $(timed dd if=/dev/vda of=/dev/null bs=1M count=$mib iflag=direct)"
