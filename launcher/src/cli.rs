@@ -37,10 +37,11 @@ pub(crate) enum Command {
     Run(RunArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub(crate) struct RunArgs {
     /// Node configuration file (TOML, fields as the flags: vcpus,
-    /// memory_mib, kernel, initrd, cmdline, serial). Flags override it.
+    /// memory_mib, kernel, initrd, cmdline, serial, [[disk]], [[net]],
+    /// [vsock], rng). Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Kernel image: ELF vmlinux (PVH when it has the PVH note) or bzImage.
@@ -244,16 +245,9 @@ mod tests {
         .unwrap();
         let args = RunArgs {
             config: Some(path.clone()),
-            kernel: None,
             initrd: Some("/i".into()),
-            cmdline: None,
             vcpus: Some(4),
-            memory: None,
-            serial: None,
-            disks: Vec::new(),
-            nets: Vec::new(),
-            vsock: None,
-            rng: false,
+            ..RunArgs::default()
         };
         let c = load_config(args).unwrap();
         assert_eq!(c.kernel, PathBuf::from("/k"));
@@ -280,17 +274,9 @@ mod tests {
             "{e}"
         );
         let args = RunArgs {
-            config: None,
             kernel: Some("/k".into()),
-            initrd: None,
-            cmdline: None,
             vcpus: Some(300),
-            memory: None,
-            serial: None,
-            disks: Vec::new(),
-            nets: Vec::new(),
-            vsock: None,
-            rng: false,
+            ..RunArgs::default()
         };
         assert_eq!(
             load_config(args).unwrap_err().to_string(),
@@ -303,17 +289,9 @@ mod tests {
     #[test]
     fn huge_vcpu_count_named() {
         let args = RunArgs {
-            config: None,
             kernel: Some("/k".into()),
-            initrd: None,
-            cmdline: None,
             vcpus: Some(1000),
-            memory: None,
-            serial: None,
-            disks: Vec::new(),
-            nets: Vec::new(),
-            vsock: None,
-            rng: false,
+            ..RunArgs::default()
         };
         let e = load_config(args).unwrap_err();
         assert!(e.to_string().contains("1000"));
