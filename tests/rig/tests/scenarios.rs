@@ -196,6 +196,50 @@ fn test_guest() {
             "test-guest-cpuid",
             "test-guest-smp",
             "test-guest-timer",
+            "test-guest-memory",
+        ],
+    );
+}
+
+/// Real Linux virtio drivers against mercury's devices (scenario
+/// `virtio`): disks read back on L1's side after the guest wrote them
+/// (also after a SIGKILL), a read-only disk, two guests on a bridge, vsock
+/// both ways, and ACPI-only discovery.
+#[test]
+fn virtio() {
+    run_scenario(
+        "virtio",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "blk-guest",
+            "blk-host",
+            "durable-host",
+            "ro-guest",
+            "ro-host",
+            "net-ping",
+            "net-tcp",
+            "vsock-guest-to-host",
+            "vsock-host-to-guest",
+            "acpi-disk",
+            "acpi-net",
+        ],
+    );
+}
+
+/// A benchmark (scenario `virtio-bench`): by hand, with
+/// `RIG_COMPARE_WITH=<static firecracker>` to compare.
+#[test]
+#[ignore = "benchmark; run by hand"]
+fn virtio_bench() {
+    run_scenario(
+        "virtio-bench",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "bench-blk-mercury",
+            "bench-net-mercury",
+            "bench-boot-mercury",
         ],
     );
 }
