@@ -57,7 +57,8 @@ case "$test" in
     # the line below says so.
     echo "durable-data-$$" | dd of=/mnt/durable conv=fsync 2>/dev/null
     sync
-    echo "MERCURY-GUEST DURABLE synced=1 content=durable-data-$$"
+    # done=1 last: the host reads the line only once it is complete.
+    echo "MERCURY-GUEST DURABLE synced=1 content=durable-data-$$ done=1"
     sleep 3600 ;;
   ro)
     sys_ro=$(cat /sys/block/vda/ro)
