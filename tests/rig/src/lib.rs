@@ -153,6 +153,7 @@ impl Rig {
         let qemu_version = qemu::version(&qemu_bin)
             .unwrap_or_else(|| format!("`{} --version` failed", qemu_bin.display()));
         notes.push(format!("L1 QEMU: {} ({qemu_version})", qemu_bin.display()));
+        notes.extend(qemu::pin_note(&qemu_version));
         log::info!(
             "fetching the L1 kernel and busybox (cached under {})",
             self.cache.root().display()

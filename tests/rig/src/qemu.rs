@@ -407,6 +407,20 @@ pub fn version(qemu: &Path) -> Option<String> {
     Some(text.lines().next()?.trim().to_string())
 }
 
+/// The Debian version of `qemu-system-x86` that `scripts/setup.sh` pins
+/// (keep the two in step).
+pub const PINNED_VERSION: &str = "1:10.0.2+ds-2+deb13u1~bpo12+1";
+
+/// A note for the report when `version` (a `qemu --version` line) is not
+/// the pinned build: its results are not comparable with the docs'.
+pub fn pin_note(version: &str) -> Option<String> {
+    (!version.contains(PINNED_VERSION)).then(|| {
+        format!(
+            "L1 QEMU is not the pinned qemu-system-x86 {PINNED_VERSION} (scripts/setup.sh installs it): {version}"
+        )
+    })
+}
+
 /// Installs the pinned QEMU with the repository's `scripts/setup.sh` (the
 /// rig runs as root on dev and CI machines).
 pub fn install(repo: &Path) -> Result<(), crate::command::CommandError> {
@@ -436,6 +450,23 @@ mod tests {
             crate::command::render(&spec.command()),
             "qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt,-xsave -smp 2 -m 3072 -nographic -no-reboot \
              -nic none -monitor unix:/m,server=on,wait=off -kernel /k -initrd /i -append console=ttyS0 panic=-1 quiet"
+        );
+    }
+
+    #[test]
+    fn a_qemu_other_than_the_pinned_one_is_noted() {
+        let pinned = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)";
+        assert_eq!(pin_note(pinned), None);
+        let old = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)";
+        let note = pin_note(old).expect("noted");
+        assert!(
+            note.contains("7.2.22") && note.contains(PINNED_VERSION),
+            "{note}"
+        );
+        let setup = include_str!("../../../scripts/setup.sh");
+        assert!(
+            setup.contains(&format!("QEMU_VERSION='{PINNED_VERSION}'")),
+            "scripts/setup.sh pins another QEMU than qemu::PINNED_VERSION"
         );
     }
 
