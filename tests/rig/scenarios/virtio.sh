@@ -28,6 +28,10 @@ BOOT_TIMEOUT=180
 RIG_BOOTS=9
 chmod 0755 /images/guest-tool
 mkdir -p /mnt/check
+# L1's KVM trace, emptied before each boot and shown after a failed one:
+# the rig tells a guest the emulated host derailed from one mercury broke
+# only from evidence in that boot's own span (docs/RIG.md).
+rig_trace_on
 
 # guest NAME TEST EXTRA_CMDLINE MERCURY_ARGS...: one guest to its end; sets
 # rc, log and err.
@@ -38,6 +42,7 @@ guest() {
     err=/tmp/$name.stderr
     rm -f "$log" "$err"
     RIG_BOOT_LABEL=$name
+    rig_trace_clear
     rig_vm $BOOT_TIMEOUT "$log" "$err" mercury run --kernel "${KERNEL_OVERRIDE:-$KERNEL}" \
         --initrd /images/initramfs --memory 256 \
         --cmdline "$BASE mercury.test=$test $extra" --serial "$log" "$@"
@@ -48,6 +53,7 @@ guest() {
 evidence() {
     rig_show "$log" 20 "guest console"
     rig_show "$err" 10 "mercury stderr"
+    rig_show_kvm_trace
 }
 
 # --- blk ---------------------------------------------------------------
@@ -79,6 +85,7 @@ log=/tmp/durable.serial
 err=/tmp/durable.stderr
 rm -f "$log" "$err"
 rig_boot_n=$((rig_boot_n + 1))
+rig_trace_clear
 echo "RIG-BOOT n=$rig_boot_n vmm=mercury label=durable of=$RIG_BOOTS"
 mercury run --kernel $KERNEL --initrd /images/initramfs --memory 256 \
     --cmdline "$BASE mercury.test=durable" --serial "$log" --disk /tmp/durable.img 2>"$err" &
@@ -142,6 +149,7 @@ NET_A="mercury.ip=10.77.0.1/24 mercury.peer=10.77.0.2 mercury.role=recv"
 NET_B="mercury.ip=10.77.0.2/24 mercury.peer=10.77.0.1 mercury.role=send mercury.bytes=16777216"
 rm -f /tmp/net-a.serial /tmp/net-b.serial
 rig_boot_n=$((rig_boot_n + 1))
+rig_trace_clear
 echo "RIG-BOOT n=$rig_boot_n vmm=mercury label=net-a+b of=$RIG_BOOTS"
 mercury run --kernel $KERNEL --initrd /images/initramfs --memory 256 \
     --cmdline "$BASE mercury.test=net $NET_A" --serial /tmp/net-a.serial \
@@ -169,6 +177,8 @@ else
     rig_show /tmp/net-a.serial 15 "guest a console"
     rig_show /tmp/net-b.serial 15 "guest b console"
     rig_show /tmp/net-a.stderr 8 "mercury a stderr"
+    rig_show /tmp/net-b.stderr 8 "mercury b stderr"
+    rig_show_kvm_trace
 fi
 recv=$(grep -a 'MERCURY-GUEST NET tcp RECEIVED' /tmp/net-a.serial | tr -d '\r' | sed 's/.*RECEIVED //')
 sent=$(grep -a 'MERCURY-GUEST NET tcp SENT' /tmp/net-b.serial | tr -d '\r' | sed 's/.*SENT //')
@@ -180,6 +190,7 @@ else
     rig_fail net-tcp "sent='$sent' received='$recv'"
     rig_show /tmp/net-a.serial 10 "guest a console"
     rig_show /tmp/net-b.serial 10 "guest b console"
+    rig_show_kvm_trace
 fi
 
 # --- vsock: guest to host -----------------------------------------------
@@ -204,6 +215,7 @@ log=/tmp/vsock-h2g.serial
 err=/tmp/vsock-h2g.stderr
 rm -f "$log" "$err"
 rig_boot_n=$((rig_boot_n + 1))
+rig_trace_clear
 echo "RIG-BOOT n=$rig_boot_n vmm=mercury label=vsock-h2g of=$RIG_BOOTS"
 mercury run --kernel $KERNEL --initrd /images/initramfs --memory 256 \
     --cmdline "$BASE mercury.test=vsock mercury.role=listen mercury.port=5000" --serial "$log" \
