@@ -99,7 +99,10 @@ fn exchange(mut stream: UnixStream, message: &[u8]) -> io::Result<Vec<u8>> {
     Ok(reply)
 }
 
-/// Echoes what arrives until EOF, then closes.
+/// Echoes what arrives until EOF, then half-closes and waits for the peer
+/// to close: a vsock write is only queued in the guest kernel when
+/// `write` returns, and a guest that powers off right after could lose it.
+/// The peer's close (an RST, after everything before it) says it arrived.
 fn echo(mut stream: UnixStream) -> io::Result<usize> {
     stream.set_read_timeout(Some(TIMEOUT))?;
     let mut total = 0;
@@ -107,11 +110,15 @@ fn echo(mut stream: UnixStream) -> io::Result<usize> {
     loop {
         let n = stream.read(&mut buf)?;
         if n == 0 {
-            return Ok(total);
+            break;
         }
         stream.write_all(&buf[..n])?;
         total += n;
     }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    // EOF or a reset both mean the peer is done.
+    let _ = stream.read(&mut buf);
+    Ok(total)
 }
 
 fn uds_connect(path: &str, port: u32, message: &[u8]) -> io::Result<Vec<u8>> {
