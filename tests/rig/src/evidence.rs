@@ -60,6 +60,13 @@ pub enum Sign {
     /// in its kernel half. Seen when L0 derailed a guest, but a wrong memory
     /// map in the VMM looks the same: a hint, not proof.
     FetchFaultShutdown(String),
+    /// The same, on a code page the same vCPU was executing moments before:
+    /// an earlier exit in this boot's trace has its RIP on that page. A
+    /// wrong memory map is wrong from the first access, so the page could
+    /// not have run before; and the guest does not unmap the kernel text it
+    /// is running. Its translation was lost under it, by the emulated host:
+    /// proof (docs/RIG.md, "Reruns").
+    FetchFaultOnRunningPage(String),
 }
 
 impl Sign {
@@ -69,13 +76,19 @@ impl Sign {
     }
 }
 
+/// The 4 KiB page of an address.
+fn page(addr: u64) -> u64 {
+    addr >> 12
+}
+
 impl fmt::Display for Sign {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Sign::L1Kernel(line) => write!(f, "L1's own kernel failed: {line}"),
             Sign::ExitInL1Module(what)
             | Sign::ImpossibleFault(what)
-            | Sign::FetchFaultShutdown(what) => f.write_str(what),
+            | Sign::FetchFaultShutdown(what)
+            | Sign::FetchFaultOnRunningPage(what) => f.write_str(what),
         }
     }
 }
@@ -217,6 +230,9 @@ fn derailed_guest(span: &[&str]) -> Vec<Sign> {
     let mut in_module = None;
     let mut impossible = None;
     let mut fetch_fault = None;
+    let mut on_running_page = None;
+    // (vCPU, page) of every exit that was not a shutdown: code that ran.
+    let mut ran: Vec<(String, u64)> = Vec::new();
     for exit in lines().filter_map(guest_exit) {
         let GuestExit { vcpu, rip, .. } = &exit;
         if in_module.is_none() {
@@ -244,22 +260,37 @@ fn derailed_guest(span: &[&str]) -> Vec<Sign> {
             )));
         }
         let fetch = exit.error_code & (PF_FETCH | PF_PRESENT) == PF_FETCH;
-        if fetch_fault.is_none()
-            && exit.reason == "shutdown"
+        let fetch_shutdown = exit.reason == "shutdown"
             && exit.intr_info == PF_DELIVERY
             && fetch
-            && *rip >= KERNEL_HALF
-        {
+            && *rip >= KERNEL_HALF;
+        if fetch_fault.is_none() && fetch_shutdown {
             fetch_fault = Some(Sign::FetchFaultShutdown(format!(
                 "guest vCPU {vcpu} shut down delivering a not-present instruction-fetch #PF \
                  at rip {rip:#x} in its kernel half (error code {:#x})",
                 exit.error_code
             )));
         }
+        if on_running_page.is_none()
+            && fetch_shutdown
+            && ran.iter().any(|(v, p)| v == vcpu && *p == page(*rip))
+        {
+            on_running_page = Some(Sign::FetchFaultOnRunningPage(format!(
+                "guest vCPU {vcpu} shut down delivering a not-present instruction-fetch #PF \
+                 at rip {rip:#x} (error code {:#x}), on the code page it had just been running: \
+                 an earlier exit of vCPU {vcpu} in this boot was on page {:#x}",
+                exit.error_code,
+                page(*rip) << 12
+            )));
+        }
+        if exit.reason != "shutdown" {
+            ran.push((vcpu.clone(), page(*rip)));
+        }
     }
     in_module
         .into_iter()
         .chain(impossible)
+        .chain(on_running_page)
         .chain(fetch_fault)
         .collect()
 }
@@ -402,6 +433,40 @@ mod tests {
             let line = shutdown(rip, intr, err);
             assert_eq!(signs(&[line.as_str()]), [], "{rip} {intr} {err}");
         }
+    }
+
+    /// As traced in a CI check (QEMU 10, L1 6.12, linux-boot elf64-smp1):
+    /// vCPU 0 left an I/O exit at 0x...a5f (the serial port), was resumed,
+    /// and shut down delivering a not-present fetch #PF at 0x...a60, the
+    /// next instruction on the same page. Proof; the same fault on a page
+    /// no earlier exit of that vCPU was on, or only another vCPU was on,
+    /// stays a hint.
+    #[test]
+    fn a_fetch_fault_on_the_page_the_vcpu_was_running_is_proof() {
+        let io = "  |  vcpu0-401 [000] d..1. 12.600733: kvm_exit: vcpu 0 reason io rip 0xffffffff81271a5f \
+                  info1 0x0000000003fd0011 info2 0xffffffff81271a60 intr_info 0x00000000 error_code 0x00000000";
+        let shutdown = "  |  vcpu0-401 [000] d..1. 12.602255: kvm_exit: vcpu 0 reason shutdown rip 0xffffffff81271a60 \
+                        info1 0x0 info2 0x0 intr_info 0x80000b0e error_code 0x00000010";
+        let found = signs(&[io, shutdown]);
+        assert!(
+            matches!(&found[0], s @ Sign::FetchFaultOnRunningPage(w) if s.is_proof() && w.contains("0xffffffff81271000")),
+            "{found:?}"
+        );
+        assert!(
+            matches!(&found[1..], [Sign::FetchFaultShutdown(_)]),
+            "{found:?}"
+        );
+        // Another page: a hint only.
+        let elsewhere = io.replace("0xffffffff81271a5f", "0xffffffff81372a5f");
+        let found = signs(&[elsewhere.as_str(), shutdown]);
+        assert!(found.iter().all(|s| !s.is_proof()), "{found:?}");
+        // The page ran on another vCPU: a hint only.
+        let other_vcpu = io.replace("vcpu 0 reason", "vcpu 1 reason");
+        let found = signs(&[other_vcpu.as_str(), shutdown]);
+        assert!(found.iter().all(|s| !s.is_proof()), "{found:?}");
+        // The exit after the shutdown does not count.
+        let found = signs(&[shutdown, io]);
+        assert!(found.iter().all(|s| !s.is_proof()), "{found:?}");
     }
 
     #[test]
