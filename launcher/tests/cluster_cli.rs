@@ -111,6 +111,22 @@ fn json_output_carries_the_node_paths() {
         stdout.contains("\"seed\": \"/srv/m/edge1/edge1-general-1/seed.img\""),
         "{stdout}"
     );
+    let file = file.to_str().unwrap();
+    let out = mercury(&[
+        "cluster",
+        "plan",
+        "-f",
+        file,
+        "--no-file-checks",
+        "-o",
+        "yaml",
+    ]);
+    let yaml = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{yaml}");
+    assert!(
+        yaml.contains("- action: create\n  name: edge1-cp-0\n"),
+        "{yaml}"
+    );
 }
 
 #[test]

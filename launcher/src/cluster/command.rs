@@ -36,7 +36,8 @@ pub(crate) struct PlanArgs {
     /// yet: no state is recorded in this version.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Output format.
+    /// Output format (json and yaml carry every field of the plan: sizes,
+    /// images, disk and seed paths).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     output: Format,
     /// Skip checking that the kernel and image files exist (to plan on a
@@ -49,6 +50,7 @@ pub(crate) struct PlanArgs {
 enum Format {
     Table,
     Json,
+    Yaml,
 }
 
 pub(crate) fn run(command: ClusterCommand) -> ExitCode {
@@ -96,6 +98,13 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
             Ok(json) => println!("{json}"),
             Err(e) => {
                 eprintln!("mercury: error: cannot write the plan as JSON: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+        Format::Yaml => match serde_yaml_ng::to_string(&plan) {
+            Ok(yaml) => print!("{yaml}"),
+            Err(e) => {
+                eprintln!("mercury: error: cannot write the plan as YAML: {e}");
                 return ExitCode::from(EXIT_ERROR);
             }
         },
@@ -162,4 +171,90 @@ pub(crate) fn table(plan: &Plan) -> String {
         let _ = writeln!(out, "control-plane endpoint: {endpoint}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cluster::fixtures::example;
+    use crate::cluster::plan::{NodeState, Observed, ObservedNode};
+
+    /// A plan with every kind of row: the example with a control-plane size
+    /// change on three nodes (one replaced, two deferred), the pool shrunk
+    /// from 2 to 1 and a crashed worker.
+    #[test]
+    fn table_shows_every_action_with_reasons_and_deferrals() {
+        let mut spec = example();
+        spec.spec.control_plane.count = 3;
+        let first = plan::plan(&spec, &Observed::default(), Path::new("/s")).unwrap();
+        let mut observed = Observed::default();
+        for action in &first.actions {
+            let Action::Create(n) = action else { panic!() };
+            let machine = match &n.machine {
+                plan::MachinePlan::Microvm {
+                    vcpus,
+                    memory_mib,
+                    kernel,
+                    image,
+                    ..
+                } => Some(crate::cluster::spec::MachineTemplate {
+                    vcpus: *vcpus,
+                    memory_mib: *memory_mib,
+                    kernel: kernel.clone(),
+                    image: image.clone(),
+                }),
+                plan::MachinePlan::Baremetal => None,
+            };
+            observed.nodes.push(ObservedNode {
+                name: n.name.clone(),
+                role: n.role,
+                machine,
+                ip: n.ip,
+                mac: n.mac.as_deref().map(|m| vmm_core::parse_mac(m).unwrap()),
+                state: NodeState::Running,
+            });
+        }
+        spec.spec.control_plane.vcpus = 4;
+        match &mut spec.spec.workers[0] {
+            crate::cluster::spec::WorkerPool::Microvm(p) => p.count = 1,
+            crate::cluster::spec::WorkerPool::Baremetal(_) => unreachable!(),
+        }
+        observed.nodes[3].state = NodeState::Crashed; // edge1-general-0
+        let out = table(&plan::plan(&spec, &observed, Path::new("/s")).unwrap());
+        let verbs: Vec<(&str, &str)> = out
+            .lines()
+            .skip(1)
+            .take(6)
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next().unwrap(), w.next().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                ("replace", "edge1-cp-0"),
+                ("keep", "edge1-cp-1"),
+                ("keep", "edge1-cp-2"),
+                ("replace", "edge1-general-0"),
+                ("keep", "rack1-a"),
+                ("delete", "edge1-general-1"),
+            ],
+            "{out}"
+        );
+        assert!(out.contains("replace edge1-cp-0: vcpus 2 -> 4\n"), "{out}");
+        assert!(out.contains("replace edge1-general-0: crashed\n"), "{out}");
+        assert!(
+            out.contains(
+                "deferred edge1-cp-1: vcpus 2 -> 4 (control-plane nodes are replaced one per run)"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("control-plane endpoint: 10.42.0.2\n"),
+            "{out}"
+        );
+    }
 }
