@@ -181,7 +181,8 @@ pub fn reserved_addresses(spec: &ClusterSpec) -> std::collections::BTreeSet<Ipv4
             reserved.extend(pool.machines.iter().map(|m| m.ip));
         }
     }
-    reserved.retain(|ip| s.network.cidr.contains(ip));
+    let hosts = usable_hosts(&s.network.cidr);
+    reserved.retain(|ip| hosts.contains(&u32::from(*ip)));
     reserved
 }
 

@@ -233,7 +233,7 @@ fn check_kubernetes(r: &mut Report, spec: &ClusterSpec) {
     }
     if let Some(vip) = k.control_plane_endpoint {
         let n = &spec.spec.network;
-        if n.cidr.contains(&vip) && !is_host(&n.cidr, vip) || vip == n.gateway {
+        if (n.cidr.contains(&vip) && !is_host(&n.cidr, vip)) || vip == n.gateway {
             r.error(
                 "spec.kubernetes.controlPlaneEndpoint",
                 format!(

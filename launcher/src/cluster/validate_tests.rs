@@ -339,3 +339,27 @@ fn missing_files_are_named_and_present_ones_pass() {
     }
     assert_eq!(check_files(&spec), vec![]);
 }
+
+#[test]
+fn a_network_filled_exactly_is_valid_and_plans() {
+    let mut spec = example();
+    spec.spec.network.cidr = "10.42.0.0/29".parse().unwrap();
+    baremetal(&mut spec)[0].ip = "10.42.0.6".parse().unwrap();
+    *microvm_count(&mut spec) = 3; // 1 + 3 microVMs in .2-.5
+    assert_eq!(validate(&spec).errors, vec![]);
+    let plan = crate::cluster::plan::plan(
+        &spec,
+        &crate::cluster::plan::Observed::default(),
+        std::path::Path::new("/s"),
+    )
+    .unwrap();
+    assert_eq!(plan.actions.len(), 5);
+    *microvm_count(&mut spec) = 4;
+    let errors = validate(&spec).errors;
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("spec.network.cidr: 10.42.0.0/29 holds 4 node addresses"),
+        "{errors:?}"
+    );
+}
