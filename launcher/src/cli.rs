@@ -1,4 +1,5 @@
-//! Command-line interface: `mercury run`.
+//! Command-line interface: `mercury run`, and the `mercury cluster`
+//! subcommands (in [`crate::cluster::command`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,11 @@ pub(crate) enum Command {
     /// error; 3 guest crashed (triple fault, KVM internal error, kernel
     /// panic); 4 stopped.
     Run(RunArgs),
+    /// Clusters of nodes on this host (in progress: `plan` only).
+    Cluster {
+        #[command(subcommand)]
+        command: crate::cluster::command::ClusterCommand,
+    },
 }
 
 #[derive(Debug, Default, Args)]

@@ -1,6 +1,8 @@
-//! `mercury`: run a Kubernetes node (or any Linux guest) in a KVM microVM.
+//! `mercury`: run a Kubernetes node (or any Linux guest) in a KVM microVM,
+//! and plan clusters of them.
 
 mod cli;
+mod cluster;
 mod device_args;
 mod signals;
 mod terminal;
@@ -20,5 +22,6 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Run(args) => cli::run(args, process_start),
+        cli::Command::Cluster { command } => cluster::command::run(command),
     }
 }

@@ -1,0 +1,260 @@
+//! `mercury cluster ...`: for now, `plan`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::plan::{self, Action, Observed, Plan};
+use super::spec::ClusterSpec;
+use super::validate;
+
+/// Exit code when the spec is invalid or cannot be read.
+const EXIT_ERROR: u8 = 1;
+
+/// Where cluster state lives unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mercury/clusters";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Print what `up` would do for a cluster spec, without doing it.
+    ///
+    /// Parses and validates the spec (errors on stderr, one a line, exit
+    /// 1; warnings on stderr), then plans it. `up` and the state directory
+    /// do not exist yet, so the plan is made against no existing nodes:
+    /// every node is created. Exit status: 0 planned; 1 invalid spec.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The cluster spec (YAML, `kind: Cluster`).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    /// Where node disks and seeds go (`<DIR>/<cluster>/<node>/`); not read
+    /// yet: no state is recorded in this version.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Output format (json and yaml carry every field of the plan: sizes,
+    /// images, disk and seed paths).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// Skip checking that the kernel and image files exist (to plan on a
+    /// machine without the images).
+    #[arg(long)]
+    no_file_checks: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+pub(crate) fn run(command: ClusterCommand) -> ExitCode {
+    match command {
+        ClusterCommand::Plan(args) => run_plan(&args),
+    }
+}
+
+fn run_plan(args: &PlanArgs) -> ExitCode {
+    let spec = match ClusterSpec::load(&args.file) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("mercury: error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let mut report = validate::validate(&spec);
+    if !args.no_file_checks {
+        report.errors.extend(validate::check_files(&spec));
+    }
+    for warning in &report.warnings {
+        eprintln!("mercury: warning: {warning}");
+    }
+    if !report.errors.is_empty() {
+        for error in &report.errors {
+            eprintln!("mercury: error: {error}");
+        }
+        eprintln!(
+            "mercury: {}: {} error(s); nothing planned",
+            args.file.display(),
+            report.errors.len()
+        );
+        return ExitCode::from(EXIT_ERROR);
+    }
+    let plan = match plan::plan(&spec, &Observed::default(), &args.state_dir) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("mercury: error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match args.output {
+        Format::Table => print!("{}", table(&plan)),
+        Format::Json => match serde_json::to_string_pretty(&plan) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("mercury: error: cannot write the plan as JSON: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+        Format::Yaml => match serde_yaml_ng::to_string(&plan) {
+            Ok(yaml) => print!("{yaml}"),
+            Err(e) => {
+                eprintln!("mercury: error: cannot write the plan as YAML: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    }
+    ExitCode::SUCCESS
+}
+
+/// The plan as aligned columns: ACTION NODE ROLE KIND IP MAC TAP, then the
+/// endpoint and any deferred control-plane replacements.
+pub(crate) fn table(plan: &Plan) -> String {
+    let mut rows = vec![["ACTION", "NODE", "ROLE", "KIND", "IP", "MAC", "TAP"].map(String::from)];
+    for action in &plan.actions {
+        let row = match action {
+            Action::Create(n) | Action::Keep(n) | Action::Replace { node: n, .. } => [
+                action.verb().to_string(),
+                n.name.clone(),
+                n.role.to_string(),
+                match n.machine {
+                    plan::MachinePlan::Microvm { .. } => "microvm".to_string(),
+                    plan::MachinePlan::Baremetal => "baremetal".to_string(),
+                },
+                n.ip.to_string(),
+                n.mac.clone().unwrap_or_else(|| "-".into()),
+                n.tap().unwrap_or("-").to_string(),
+            ],
+            Action::Delete(d) => [
+                action.verb().to_string(),
+                d.name.clone(),
+                d.role.to_string(),
+                "-".into(),
+                d.ip.to_string(),
+                "-".into(),
+                "-".into(),
+            ],
+        };
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    for action in &plan.actions {
+        if let Action::Replace { node, reasons } = action {
+            let _ = writeln!(out, "replace {}: {}", node.name, reasons.join(", "));
+        }
+    }
+    for d in &plan.deferred {
+        let _ = writeln!(
+            out,
+            "deferred {}: {} (control-plane nodes are replaced one per run)",
+            d.name,
+            d.reasons.join(", ")
+        );
+    }
+    if let Some(endpoint) = plan.endpoint {
+        let _ = writeln!(out, "control-plane endpoint: {endpoint}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cluster::fixtures::example;
+    use crate::cluster::plan::{NodeState, Observed, ObservedNode};
+
+    /// A plan with every kind of row: the example with a control-plane size
+    /// change on three nodes (one replaced, two deferred), the pool shrunk
+    /// from 2 to 1 and a crashed worker.
+    #[test]
+    fn table_shows_every_action_with_reasons_and_deferrals() {
+        let mut spec = example();
+        spec.spec.control_plane.count = 3;
+        let first = plan::plan(&spec, &Observed::default(), Path::new("/s")).unwrap();
+        let mut observed = Observed::default();
+        for action in &first.actions {
+            let Action::Create(n) = action else { panic!() };
+            let machine = match &n.machine {
+                plan::MachinePlan::Microvm {
+                    vcpus,
+                    memory_mib,
+                    kernel,
+                    image,
+                    ..
+                } => Some(crate::cluster::spec::MachineTemplate {
+                    vcpus: *vcpus,
+                    memory_mib: *memory_mib,
+                    kernel: kernel.clone(),
+                    image: image.clone(),
+                }),
+                plan::MachinePlan::Baremetal => None,
+            };
+            observed.nodes.push(ObservedNode {
+                name: n.name.clone(),
+                role: n.role,
+                machine,
+                ip: n.ip,
+                mac: n.mac.as_deref().map(|m| vmm_core::parse_mac(m).unwrap()),
+                state: NodeState::Running,
+            });
+        }
+        spec.spec.control_plane.vcpus = 4;
+        match &mut spec.spec.workers[0] {
+            crate::cluster::spec::WorkerPool::Microvm(p) => p.count = 1,
+            crate::cluster::spec::WorkerPool::Baremetal(_) => unreachable!(),
+        }
+        observed.nodes[3].state = NodeState::Crashed; // edge1-general-0
+        let out = table(&plan::plan(&spec, &observed, Path::new("/s")).unwrap());
+        let verbs: Vec<(&str, &str)> = out
+            .lines()
+            .skip(1)
+            .take(6)
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next().unwrap(), w.next().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                ("replace", "edge1-cp-0"),
+                ("keep", "edge1-cp-1"),
+                ("keep", "edge1-cp-2"),
+                ("replace", "edge1-general-0"),
+                ("keep", "rack1-a"),
+                ("delete", "edge1-general-1"),
+            ],
+            "{out}"
+        );
+        assert!(out.contains("replace edge1-cp-0: vcpus 2 -> 4\n"), "{out}");
+        assert!(out.contains("replace edge1-general-0: crashed\n"), "{out}");
+        assert!(
+            out.contains(
+                "deferred edge1-cp-1: vcpus 2 -> 4 (control-plane nodes are replaced one per run)"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("control-plane endpoint: 10.42.0.2\n"),
+            "{out}"
+        );
+    }
+}
