@@ -7,6 +7,18 @@
 pub mod legacy;
 pub mod virtio;
 
+/// 64-bit FNV-1a of `bytes`: a fixed algorithm, stable across Rust
+/// releases (unlike `std`'s `DefaultHasher`), for names and ids that must
+/// come out the same from one run, build or host to the next (derived MAC
+/// addresses, disk ids, cluster TAP names).
+pub fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .into_iter()
+        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
 /// A device on a PIO or MMIO bus.
 ///
 /// `offset` is relative to the base address the device was registered at.

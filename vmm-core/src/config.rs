@@ -173,7 +173,7 @@ pub enum ConfigError {
     #[error("invalid MAC address `{0}` (want a unicast aa:bb:cc:dd:ee:ff)")]
     Mac(String),
     /// A TAP name Linux would not accept.
-    #[error("invalid TAP name `{0}` (1..=15 printable characters, no `/` or `:`)")]
+    #[error("invalid TAP name `{0}` (1..=15 printable ASCII characters, no `/`, `:` or `%`, not `.` or `..`)")]
     TapName(String),
     /// A vsock CID out of range.
     #[error("vsock cid {0} is out of range (3..={max})", max = device_config::MAX_GUEST_CID)]

@@ -9,12 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
+pub use devices::virtio::vsock::{MAX_GUEST_CID, MIN_GUEST_CID};
+
 /// Longest network interface name Linux accepts (IFNAMSIZ less the NUL).
-pub const MAX_TAP_NAME_LEN: usize = 15;
-/// Lowest guest CID: 0-2 are the hypervisor, the loopback and the host.
-pub const MIN_GUEST_CID: u64 = 3;
-/// CIDs from here on are reserved (`VMADDR_CID_ANY` is `u32::MAX`).
-pub const MAX_GUEST_CID: u64 = u32::MAX as u64 - 1;
+pub const MAX_TAP_NAME_LEN: usize = libc::IFNAMSIZ - 1;
 
 /// A virtio-blk disk backed by a raw image file. The first disk is the
 /// guest's `/dev/vda`, the second `/dev/vdb`, and so on.
@@ -74,7 +72,7 @@ pub(crate) fn validate_devices(
             return Err(ConfigError::DuplicateDisk(disk.path.clone()));
         }
         if let Some(id) = &disk.id {
-            if id.len() > 20 {
+            if id.len() > devices::virtio::block::ID_BYTES {
                 return Err(ConfigError::DiskIdTooLong {
                     path: disk.path.clone(),
                     id: id.clone(),
@@ -93,9 +91,8 @@ pub(crate) fn validate_devices(
         }
     }
     if let Some(vsock) = vsock {
-        if !(MIN_GUEST_CID..=MAX_GUEST_CID).contains(&vsock.cid) {
-            return Err(ConfigError::VsockCid(vsock.cid));
-        }
+        devices::virtio::vsock::check_guest_cid(vsock.cid)
+            .map_err(|_| ConfigError::VsockCid(vsock.cid))?;
         let dir = vsock.uds.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir {
             if !dir.is_dir() {
@@ -106,19 +103,10 @@ pub(crate) fn validate_devices(
     Ok(())
 }
 
+/// The device's own rule (`devices::virtio::net::check_tap_name`), checked
+/// here so that a bad name fails before any device exists.
 fn check_tap_name(name: &str) -> Result<(), ConfigError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_TAP_NAME_LEN
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
-    if valid {
-        Ok(())
-    } else {
-        Err(ConfigError::TapName(name.to_string()))
-    }
+    devices::virtio::net::check_tap_name(name).map_err(|_| ConfigError::TapName(name.to_string()))
 }
 
 /// Parses a MAC address `aa:bb:cc:dd:ee:ff` (the virtio-net device's

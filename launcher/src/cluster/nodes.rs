@@ -123,15 +123,6 @@ pub fn name_index(name: &str) -> Option<u32> {
     name.rsplit('-').next()?.parse().ok()
 }
 
-/// 64-bit FNV-1a: a fixed algorithm, stable across Rust releases (as
-/// `devices::virtio::net::mac_from_name` uses).
-pub fn fnv1a64(text: &str) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    text.bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
-}
-
 /// splitmix64's finalizer: FNV-1a alone changes few high bits when names
 /// differ only in their last character (`-0`, `-1`); this spreads every
 /// input bit over all 64.
@@ -143,7 +134,7 @@ pub fn mix64(mut x: u64) -> u64 {
 
 /// The TAP for NIC `nic` (0..=9) of `node`: 15 bytes.
 pub fn tap_name(cluster: &str, node: &str, nic: u8) -> String {
-    let hash = mix64(fnv1a64(&format!("{cluster}/{node}"))) >> 16;
+    let hash = mix64(devices::fnv1a64(format!("{cluster}/{node}").bytes())) >> 16;
     format!("m{hash:012x}-{}", nic % 10)
 }
 

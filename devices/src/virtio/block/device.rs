@@ -130,11 +130,7 @@ pub fn default_id(device: u64, inode: u64) -> String {
     if readable.len() <= ID_BYTES {
         return readable;
     }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in device.to_le_bytes().into_iter().chain(inode.to_le_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = crate::fnv1a64(device.to_le_bytes().into_iter().chain(inode.to_le_bytes()));
     format!("{hash:016x}")
 }
 

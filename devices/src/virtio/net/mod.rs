@@ -37,6 +37,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 
 pub use device::{Net, NetStats};
+pub use tap::check_tap_name;
 
 /// Size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -163,12 +164,7 @@ pub trait Backend: Send {
 /// hash of the name (a fixed algorithm, stable across Rust releases, unlike
 /// `std`'s `DefaultHasher`).
 pub fn mac_from_name(name: &str) -> [u8; 6] {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = name
-        .bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
-    let h = hash.to_be_bytes();
+    let h = crate::fnv1a64(name.bytes()).to_be_bytes();
     [0x02, h[0], h[1], h[2], h[3], h[4]]
 }
 

@@ -32,9 +32,11 @@ pub(crate) struct Tap {
     offloads: u32,
 }
 
-/// Checks `name` as the kernel's `dev_valid_name` would, so a bad name is
-/// reported as such and not as an ioctl failure.
-fn check_name(name: &str) -> Result<(), NetError> {
+/// Checks `name` as the kernel's `dev_valid_name` would (and, stricter,
+/// printable ASCII only, so a name is the same in every log and tool), so a
+/// bad name is reported as such and not as an ioctl failure. The VMM's
+/// configuration validation calls this too, before anything is created.
+pub fn check_tap_name(name: &str) -> Result<(), NetError> {
     let bad = |reason| {
         Err(NetError::TapName {
             tap: name.to_string(),
@@ -52,9 +54,9 @@ fn check_name(name: &str) -> Result<(), NetError> {
     }
     if name
         .bytes()
-        .any(|b| b == b'/' || b == b':' || b == 0 || b == b'%' || b.is_ascii_whitespace())
+        .any(|b| b == b'/' || b == b':' || b == b'%' || !b.is_ascii_graphic())
     {
-        return bad("contains '/', ':', '%', a NUL or whitespace");
+        return bad("contains '/', ':', '%', whitespace or a byte that is not printable ASCII");
     }
     Ok(())
 }
@@ -81,7 +83,7 @@ fn ioctl_result(ret: c_int) -> io::Result<()> {
 impl Tap {
     /// Attaches to the TAP `name`, creating it if there is none.
     pub(crate) fn open(name: &str) -> Result<Tap, NetError> {
-        check_name(name)?;
+        check_tap_name(name)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -56,13 +56,26 @@ pub struct Vsock {
     bad_packets: LogLimiter,
 }
 
+/// Lowest guest CID: 0-2 are the hypervisor, the loopback and the host.
+pub const MIN_GUEST_CID: u64 = HOST_CID + 1;
+/// Highest guest CID: `u32::MAX` is `VMADDR_CID_ANY`.
+pub const MAX_GUEST_CID: u64 = u32::MAX as u64 - 1;
+
+/// Refuses the reserved CIDs; the VMM's configuration validation calls
+/// this too, before anything is created.
+pub fn check_guest_cid(cid: u64) -> Result<(), VsockError> {
+    if (MIN_GUEST_CID..=MAX_GUEST_CID).contains(&cid) {
+        Ok(())
+    } else {
+        Err(VsockError::ReservedCid(cid))
+    }
+}
+
 impl Vsock {
     /// A new, inactive device listening on `config.uds_path`.
     pub fn new(config: &VsockConfig) -> Result<Vsock, VsockError> {
         let cid = config.guest_cid;
-        if cid <= HOST_CID || cid >= u64::from(u32::MAX) {
-            return Err(VsockError::ReservedCid(cid));
-        }
+        check_guest_cid(cid)?;
         let listener = bind(&config.uds_path)?;
         let socket_file = file_id(&config.uds_path);
         Ok(Vsock {

@@ -54,7 +54,10 @@ mod uds;
 use std::path::PathBuf;
 
 pub use connect::{parse_connect_line, ConnectLineError};
-pub use device::{Vsock, EVENT_QUEUE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
+pub use device::{
+    check_guest_cid, Vsock, EVENT_QUEUE, MAX_GUEST_CID, MIN_GUEST_CID, QUEUE_SIZE, RX_QUEUE,
+    TX_QUEUE,
+};
 
 /// What the VMM configures.
 #[derive(Clone, Debug, PartialEq, Eq)]
