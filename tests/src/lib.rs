@@ -149,6 +149,16 @@ pub fn output_after<'a>(serial: &'a str, line_start: &str) -> Option<&'a str> {
     None
 }
 
+/// How many `HEARTBEAT` lines the test guest (`checks=heartbeat`) has
+/// printed to the serial file `path` so far.
+pub fn heartbeats(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("HEARTBEAT"))
+        .count()
+}
+
 /// A config for `kernel` whose serial output goes to a file in `dir`.
 pub fn config_with_serial_file(kernel: &Path, dir: &TempDir) -> VmConfig {
     let mut config = VmConfig::new(kernel);

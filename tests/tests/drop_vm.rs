@@ -5,19 +5,11 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mercury_tests::{config_with_serial_file, guest_image, TempDir};
+use mercury_tests::{config_with_serial_file, guest_image, heartbeats, TempDir};
 use vmm_core::Vm;
 
 /// How long `drop` may take before the test calls it hung.
 const DROP_LIMIT: Duration = Duration::from_secs(30);
-/// Heartbeat lines the guest printed (one per 200 ms of guest time).
-fn heartbeats(serial: &std::path::Path) -> usize {
-    std::fs::read_to_string(serial)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("HEARTBEAT"))
-        .count()
-}
 
 /// Threads of this process whose name starts with `vcpu` (vmm-core names
 /// them `vcpu<N>`).

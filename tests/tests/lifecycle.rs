@@ -3,16 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use mercury_tests::{config_with_serial_file, guest_image, TempDir};
+use mercury_tests::{config_with_serial_file, guest_image, heartbeats, TempDir};
 use vmm_core::{Vm, VmError, VmExit, VmState};
-
-fn heartbeats(path: &std::path::Path) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("HEARTBEAT"))
-        .count()
-}
 
 /// Waits until the guest printed more than `n` heartbeats.
 fn wait_for_more(path: &std::path::Path, n: usize) -> usize {
