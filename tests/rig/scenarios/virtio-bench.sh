@@ -75,10 +75,10 @@ bench_line() { grep -a "MERCURY-GUEST BENCH $2" "$1" | tail -n 1 | tr -d '\r' | 
 for vmm in $VMMS; do
     # --- block -------------------------------------------------------------
     dd if=/dev/zero of=/tmp/bench.img bs=1M count=256 2>/dev/null
-    echo "RIG-BOOT n=$((rig_boot_n += 1)) vmm=$vmm label=bench-blk of=$RIG_BOOTS"
+    rig_boot_begin $vmm bench-blk
     start $vmm blk-$vmm "$BASE mercury.test=bench-blk mercury.bytes=134217728" /tmp/blk-$vmm.serial /tmp/bench.img
     finish $pid
-    echo "RIG-BOOT-END n=$rig_boot_n rc=- secs=-"
+    rig_boot_end -
     w=$(bench_line /tmp/blk-$vmm.serial blk-seq-write)
     r=$(bench_line /tmp/blk-$vmm.serial blk-seq-read)
     rr=$(bench_line /tmp/blk-$vmm.serial blk-rand-read)
@@ -95,14 +95,14 @@ for vmm in $VMMS; do
     for tap in btap0 btap1; do
         tunctl -t $tap >/dev/null 2>&1; brctl addif bbr0 $tap 2>/dev/null; ip link set $tap up
     done
-    echo "RIG-BOOT n=$((rig_boot_n += 1)) vmm=$vmm label=bench-net of=$RIG_BOOTS"
+    rig_boot_begin $vmm bench-net
     start $vmm neta-$vmm "$BASE mercury.test=bench-net mercury.ip=10.79.0.1/24 mercury.peer=10.79.0.2 mercury.role=recv" \
         /tmp/neta-$vmm.serial "" btap0 52:54:00:79:00:01
     pa=$pid
     start $vmm netb-$vmm "$BASE mercury.test=bench-net mercury.ip=10.79.0.2/24 mercury.peer=10.79.0.1 mercury.role=send mercury.bytes=67108864" \
         /tmp/netb-$vmm.serial "" btap1 52:54:00:79:00:02
     finish $pa $pid
-    echo "RIG-BOOT-END n=$rig_boot_n rc=- secs=-"
+    rig_boot_end -
     rtt=$(bench_line /tmp/netb-$vmm.serial net-rtt)
     tcp=$(bench_line /tmp/netb-$vmm.serial "net-tcp SENT")
     echo "rig: bench $vmm net: rtt: $rtt | tcp: $tcp"
@@ -120,14 +120,14 @@ dd if=/dev/zero of=/tmp/boot.img bs=1M count=16 2>/dev/null
 plain="" devices=""
 for round in 1 2 3; do
     for kind in plain devices; do
-        echo "RIG-BOOT n=$((rig_boot_n += 1)) vmm=mercury label=boot-$kind of=$RIG_BOOTS"
+        rig_boot_begin mercury boot-$kind
         if [ $kind = plain ]; then
             start mercury boot-$kind "console=ttyS0 reboot=k panic=1 quiet" /tmp/boot.serial
         else
             start mercury boot-$kind "console=ttyS0 reboot=k panic=1 quiet" /tmp/boot.serial /tmp/boot.img btap0 52:54:00:79:00:05
         fi
         finish $pid
-        echo "RIG-BOOT-END n=$rig_boot_n rc=- secs=-"
+        rig_boot_end -
         us=$(grep -a -o 'boot_timer_us=[0-9]*' /tmp/boot.serial.stderr | tail -n 1 | cut -d= -f2)
         eval "$kind=\"\$$kind ${us:-none}\""
     done

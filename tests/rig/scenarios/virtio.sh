@@ -84,9 +84,8 @@ cp /images/test-disk /tmp/durable.img
 log=/tmp/durable.serial
 err=/tmp/durable.stderr
 rm -f "$log" "$err"
-rig_boot_n=$((rig_boot_n + 1))
 rig_trace_clear
-echo "RIG-BOOT n=$rig_boot_n vmm=mercury label=durable of=$RIG_BOOTS"
+rig_boot_begin mercury durable
 mercury run --kernel $KERNEL --initrd /images/initramfs --memory 256 \
     --cmdline "$BASE mercury.test=durable" --serial "$log" --disk /tmp/durable.img 2>"$err" &
 pid=$!
@@ -102,7 +101,7 @@ while [ $i -lt $((BOOT_TIMEOUT * 5)) ] && kill -0 $pid 2>/dev/null; do
 done
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
-echo "RIG-BOOT-END n=$rig_boot_n rc=killed secs=-"
+rig_boot_end killed
 if [ -z "$content" ]; then
     rig_fail durable-host "the guest never reported its fsync"
     evidence
@@ -148,9 +147,8 @@ done
 NET_A="mercury.ip=10.77.0.1/24 mercury.peer=10.77.0.2 mercury.role=recv"
 NET_B="mercury.ip=10.77.0.2/24 mercury.peer=10.77.0.1 mercury.role=send mercury.bytes=16777216"
 rm -f /tmp/net-a.serial /tmp/net-b.serial
-rig_boot_n=$((rig_boot_n + 1))
 rig_trace_clear
-echo "RIG-BOOT n=$rig_boot_n vmm=mercury label=net-a+b of=$RIG_BOOTS"
+rig_boot_begin mercury net-a+b
 mercury run --kernel $KERNEL --initrd /images/initramfs --memory 256 \
     --cmdline "$BASE mercury.test=net $NET_A" --serial /tmp/net-a.serial \
     --net tap=mtap0,mac=52:54:00:77:00:01 2>/tmp/net-a.stderr &
@@ -167,7 +165,7 @@ done
 kill -9 $pid_a $pid_b 2>/dev/null
 wait $pid_a; rc_a=$?
 wait $pid_b; rc_b=$?
-echo "RIG-BOOT-END n=$rig_boot_n rc=$rc_a,$rc_b secs=-"
+rig_boot_end "$rc_a,$rc_b"
 ping_a=$(rig_field /tmp/net-a.serial 'MERCURY-GUEST NET ping' rc)
 ping_b=$(rig_field /tmp/net-b.serial 'MERCURY-GUEST NET ping' rc)
 if [ "$ping_a" = 0 ] && [ "$ping_b" = 0 ]; then
@@ -214,9 +212,8 @@ rm -f /tmp/v2.sock
 log=/tmp/vsock-h2g.serial
 err=/tmp/vsock-h2g.stderr
 rm -f "$log" "$err"
-rig_boot_n=$((rig_boot_n + 1))
 rig_trace_clear
-echo "RIG-BOOT n=$rig_boot_n vmm=mercury label=vsock-h2g of=$RIG_BOOTS"
+rig_boot_begin mercury vsock-h2g
 mercury run --kernel $KERNEL --initrd /images/initramfs --memory 256 \
     --cmdline "$BASE mercury.test=vsock mercury.role=listen mercury.port=5000" --serial "$log" \
     --vsock cid=4,uds=/tmp/v2.sock 2>"$err" &
@@ -231,7 +228,7 @@ i=0
 while [ $i -lt 300 ] && kill -0 $pid 2>/dev/null; do sleep 0.2; i=$((i + 1)); done
 kill -9 $pid 2>/dev/null
 wait $pid
-echo "RIG-BOOT-END n=$rig_boot_n rc=$? secs=-"
+rig_boot_end $?
 case "$host_out" in
     *"REPLY hello-from-l1"*)
         if grep -a -q 'MERCURY-GUEST VSOCK ECHOED 13' "$log"; then

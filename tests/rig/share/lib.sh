@@ -47,8 +47,7 @@ rig_boot_n=0
 rig_vm() {
     local limit=$1 serial=$2 stderr=$3 t0 start pid now stopped=
     shift 3
-    rig_boot_n=$((rig_boot_n + 1))
-    echo "RIG-BOOT n=$rig_boot_n vmm=${1##*/} label=${RIG_BOOT_LABEL:--} of=${RIG_BOOTS:-?}"
+    rig_boot_begin "$1" "${RIG_BOOT_LABEL:--}"
     t0=$(rig_now)
     start=$(rig_cs)
     "$@" 2>"$stderr" &
@@ -83,8 +82,17 @@ rig_vm() {
         rig_rc=$?
     fi
     rig_secs=$(rig_since "$t0")
-    echo "RIG-BOOT-END n=$rig_boot_n rc=$rig_rc secs=$rig_secs${rig_why:+ why=killed}"
+    rig_boot_end "$rig_rc" "$rig_secs${rig_why:+ why=killed}"
 }
+
+# rig_boot_begin VMM LABEL / rig_boot_end RC [SECS]: the markers of one
+# numbered boot, for a scenario that runs a VMM itself (in the background,
+# several at once) rather than through rig_vm.
+rig_boot_begin() {
+    rig_boot_n=$((rig_boot_n + 1))
+    echo "RIG-BOOT n=$rig_boot_n vmm=${1##*/} label=$2 of=${RIG_BOOTS:-?}"
+}
+rig_boot_end() { echo "RIG-BOOT-END n=$rig_boot_n rc=$1 secs=${2:--}"; }
 
 # rig_boot_failed WHY...: the boot just run (the last rig_vm) failed; the
 # host counts it and looks for the environment's evidence in its span.
