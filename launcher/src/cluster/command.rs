@@ -1,4 +1,5 @@
-//! `mercury cluster ...`: for now, `plan`.
+//! `mercury cluster ...`: the subcommands; `plan` is here, `up`, `status`
+//! and `down` in [`super::ops`].
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -6,9 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::plan::{self, Action, Observed, Plan};
-use super::spec::ClusterSpec;
-use super::validate;
+use super::plan::{self, Action, Plan};
+use super::state::{self, ClusterDir};
 
 /// Exit code when the spec is invalid or cannot be read.
 const EXIT_ERROR: u8 = 1;
@@ -21,10 +21,30 @@ pub(crate) enum ClusterCommand {
     /// Print what `up` would do for a cluster spec, without doing it.
     ///
     /// Parses and validates the spec (errors on stderr, one a line, exit
-    /// 1; warnings on stderr), then plans it. `up` and the state directory
-    /// do not exist yet, so the plan is made against no existing nodes:
-    /// every node is created. Exit status: 0 planned; 1 invalid spec.
+    /// 1; warnings on stderr), then plans it against the nodes the state
+    /// directory records. Exit status: 0 planned; 1 invalid spec.
     Plan(PlanArgs),
+    /// Create or converge a cluster: bridge, TAPs, disks, seeds, nodes.
+    ///
+    /// Validates the spec (nothing is made if it is invalid), plans it
+    /// against the state directory, makes what is missing, replaces what
+    /// changed or crashed, removes what the spec dropped, starts the
+    /// control plane and waits for it to be ready, then the workers. Nodes
+    /// keep running after `up` exits. Running it again with the same spec
+    /// does nothing. Exit status: 0 converged; 1 error.
+    Up(super::ops::UpArgs),
+    /// Show the cluster's nodes and whether the host matches the spec.
+    ///
+    /// Exit status: 0 every node is as the spec asks and ready; 1 error;
+    /// 2 the host differs from the spec (the differences on stderr).
+    Status(super::ops::StatusArgs),
+    /// Stop a cluster's nodes and remove everything mercury made for it.
+    ///
+    /// Each node gets the ACPI power button, then is stopped after
+    /// --timeout; its TAP, disk, seed and logs go, then the bridge (or the
+    /// address mercury put on a bridge that was already there) and the
+    /// cluster's state directory. Idempotent. Exit status: 0 or 1 (error).
+    Down(super::ops::DownArgs),
 }
 
 #[derive(Debug, Args)]
@@ -32,8 +52,7 @@ pub(crate) struct PlanArgs {
     /// The cluster spec (YAML, `kind: Cluster`).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: PathBuf,
-    /// Where node disks and seeds go (`<DIR>/<cluster>/<node>/`); not read
-    /// yet: no state is recorded in this version.
+    /// The state directory `up` records the cluster's nodes in.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Output format (json and yaml carry every field of the plan: sizes,
@@ -56,36 +75,25 @@ enum Format {
 pub(crate) fn run(command: ClusterCommand) -> ExitCode {
     match command {
         ClusterCommand::Plan(args) => run_plan(&args),
+        ClusterCommand::Up(args) => super::ops::run_up(&args),
+        ClusterCommand::Status(args) => super::ops::run_status(&args),
+        ClusterCommand::Down(args) => super::ops::run_down(&args),
     }
 }
 
 fn run_plan(args: &PlanArgs) -> ExitCode {
-    let spec = match ClusterSpec::load(&args.file) {
-        Ok(spec) => spec,
+    let Some(spec) = super::ops::load_valid(&args.file, !args.no_file_checks) else {
+        return ExitCode::from(EXIT_ERROR);
+    };
+    let cluster = ClusterDir::new(&args.state_dir, &spec.metadata.name);
+    let observed = match cluster.load_nodes() {
+        Ok(records) => state::observed(&records),
         Err(e) => {
             eprintln!("mercury: error: {e}");
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let mut report = validate::validate(&spec);
-    if !args.no_file_checks {
-        report.errors.extend(validate::check_files(&spec));
-    }
-    for warning in &report.warnings {
-        eprintln!("mercury: warning: {warning}");
-    }
-    if !report.errors.is_empty() {
-        for error in &report.errors {
-            eprintln!("mercury: error: {error}");
-        }
-        eprintln!(
-            "mercury: {}: {} error(s); nothing planned",
-            args.file.display(),
-            report.errors.len()
-        );
-        return ExitCode::from(EXIT_ERROR);
-    }
-    let plan = match plan::plan(&spec, &Observed::default(), &args.state_dir) {
+    let plan = match plan::plan(&spec, &observed, &args.state_dir) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("mercury: error: {e}");
@@ -142,18 +150,7 @@ pub(crate) fn table(plan: &Plan) -> String {
         };
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let mut out = super::table::aligned(&rows);
     for action in &plan.actions {
         if let Action::Replace { node, reasons } = action {
             let _ = writeln!(out, "replace {}: {}", node.name, reasons.join(", "));

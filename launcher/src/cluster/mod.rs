@@ -1,16 +1,29 @@
-//! Clusters on a host (issue 9), the pure layer so far: the spec file
-//! ([`spec`]), its validation ([`validate`]), the naming rules and the
-//! nodes a spec asks for ([`nodes`]), and the planner ([`plan`]) that turns
-//! spec + observed nodes into create/replace/delete/keep actions.
-//! [`command`] is `mercury cluster plan`. Nothing here has side effects:
-//! the steps that act on a plan (TAPs, seeds, VMs) come later.
+//! Clusters on a host (issue 9): the spec file ([`spec`]), its validation
+//! ([`validate`]), the naming rules and the nodes a spec asks for
+//! ([`nodes`]), the planner ([`plan`]) that turns spec + observed nodes into
+//! create/replace/delete/keep actions, and the side that carries a plan out:
+//! the state directory ([`state`]), root disks ([`disk`]), cloud-init seeds
+//! ([`cloudinit`], [`seed`], [`secrets`]), bare-metal join bundles
+//! ([`bundle`]), host networking ([`hostnet`]), node processes ([`node`]),
+//! convergence ([`up`]) and `status`/`down` ([`status`]). [`command`] and
+//! [`ops`] are the `mercury cluster` subcommands.
 
+pub mod bundle;
+pub mod cloudinit;
 pub mod command;
+pub mod disk;
+pub mod hostnet;
+pub mod node;
 pub mod nodes;
-// `Observed` is filled by `up` (not built yet); until then only tests make one.
-#[allow(dead_code)]
+pub mod ops;
 pub mod plan;
+pub mod secrets;
+pub mod seed;
 pub mod spec;
+pub mod state;
+pub mod status;
+mod table;
+pub mod up;
 pub mod validate;
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::spec::{ClusterSpec, MachineTemplate, WorkerPool};
 
@@ -30,7 +30,7 @@ pub const MAX_NODE_NAME: usize = 63;
 /// The pool name control-plane node names use; no worker pool may take it.
 pub const CONTROL_PLANE_POOL: &str = "cp";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     ControlPlane,

@@ -168,6 +168,9 @@ impl Rig {
 
         let started = Instant::now();
         let mut wanted: Vec<String> = KVM_MODULES.iter().map(|m| m.to_string()).collect();
+        if !scenario.header.disk_images.is_empty() {
+            wanted.extend(DISK_MODULES.iter().map(|m| m.to_string()));
+        }
         wanted.extend(scenario.header.modules.iter().cloned());
         let modules = kmod::ModuleIndex::scan(&kernel.modules)?.resolve(&wanted)?;
         step("modules", started);
@@ -216,6 +219,17 @@ impl Rig {
             step(&format!("image {image}"), started);
         }
 
+        let mut disk_images = Vec::new();
+        for image in &scenario.header.disk_images {
+            let started = Instant::now();
+            log::info!("guest-images/build {image} (for L1's scratch disk)");
+            disk_images.push((
+                image.clone(),
+                inputs::guest_image(&self.repo, &self.cache, image)?,
+            ));
+            step(&format!("disk image {image}"), started);
+        }
+
         let started = Instant::now();
         let stamp = unix_time();
         let work_dir = self
@@ -237,6 +251,14 @@ impl Rig {
         let size = initramfs::write(&initrd, &payload)?;
         log::info!("L1 initramfs: {} MiB", size >> 20);
         step("initramfs", started);
+        let disk = if disk_images.is_empty() {
+            None
+        } else {
+            let started = Instant::now();
+            let disk = scratch_disk(&work_dir, &disk_images, scenario.header.disk_mib)?;
+            step("scratch disk", started);
+            Some(disk)
+        };
 
         let append = match options.l1_append.as_deref().map(str::trim) {
             Some(extra) if !extra.is_empty() => format!("{} {extra}", qemu::L1_CMDLINE),
@@ -264,6 +286,7 @@ impl Rig {
                 .join(format!("{name}-{stamp}-{}.log", std::process::id())),
             // Short: a socket path has a 108-byte limit.
             monitor: env::temp_dir().join(format!("rig-{}-{stamp}.monitor", std::process::id())),
+            disk,
         };
         log::info!(
             "booting L1 ({}, timeout {} s)",
@@ -302,6 +325,50 @@ impl Rig {
             notes,
         })
     }
+}
+
+/// L1 modules a scratch disk needs (the L1 kernel has ext4 built in).
+const DISK_MODULES: [&str; 1] = ["virtio_blk"];
+
+/// An ext4 image holding `images` under `/images/<name>` with `free_mib`
+/// to spare, made without mounting (`mke2fs -d`, which keeps sparse files
+/// sparse). L1 sees it as `/dev/vda`; scenarios mount it themselves.
+fn scratch_disk(
+    work_dir: &Path,
+    images: &[(String, PathBuf)],
+    free_mib: u32,
+) -> Result<PathBuf, RigError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RigError::Io { path, source }
+    };
+    let root = work_dir.join("disk-root");
+    let dir = root.join("images");
+    create_dir(&dir)?;
+    let mut used: u64 = 0;
+    for (name, path) in images {
+        let dest = dir.join(name);
+        // A hard link when the cache is on the same filesystem, else a copy.
+        if fs::hard_link(path, &dest).is_err() {
+            fs::copy(path, &dest).map_err(io_err(&dest))?;
+        }
+        used += fs::metadata(path).map_err(io_err(path))?.blocks() * 512;
+    }
+    let disk = work_dir.join("disk.img");
+    let mib = used / (1 << 20) * 11 / 10 + 64 + u64::from(free_mib);
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(mib << 20))
+        .map_err(io_err(&disk))?;
+    command::run(
+        std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d"])
+            .arg(&root)
+            .arg(&disk),
+    )?;
+    let _ = fs::remove_dir_all(&root);
+    log::info!("L1 scratch disk: {} MiB ({} MiB of images)", mib, used >> 20);
+    Ok(disk)
 }
 
 fn create_dir(path: &Path) -> Result<(), RigError> {

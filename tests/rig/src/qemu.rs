@@ -74,6 +74,8 @@ pub struct BootSpec {
     /// QEMU's human monitor, a Unix socket: on a timeout the rig asks it
     /// where L1's CPUs are before killing QEMU.
     pub monitor: PathBuf,
+    /// A raw ext4 scratch disk, L1's `/dev/vda` (virtio-blk over PCI).
+    pub disk: Option<PathBuf>,
 }
 
 impl BootSpec {
@@ -100,6 +102,12 @@ impl BootSpec {
             .arg(&self.initrd)
             .arg("-append")
             .arg(&self.append);
+        if let Some(disk) = &self.disk {
+            command.arg("-drive").arg(format!(
+                "file={},if=virtio,format=raw,cache=unsafe",
+                disk.display()
+            ));
+        }
         command
     }
 }

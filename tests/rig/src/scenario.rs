@@ -13,6 +13,9 @@
 //! # rig-smp: 2                                      L1 vCPUs (default 2)
 //! # rig-timeout: 600                                seconds for the whole L1 run (default 600)
 //! # rig-expect: kvm-dev mercury-help                checks that must report a RIG-RESULT
+//! # rig-disk-images: node-rootfs linux-kernel        guest images on an ext4 disk L1 sees as /dev/vda
+//!                                                    (for images too big for L1's RAM), as /images/<name> on it
+//! # rig-disk-mib: 8192                               free MiB on that disk besides the images (default 4096)
 //! ```
 //!
 //! A key may repeat; list values accumulate. Unknown `rig-` keys are errors,
@@ -29,6 +32,8 @@ pub const DEFAULT_MEMORY_MIB: u32 = 2048;
 pub const DEFAULT_SMP: u32 = 2;
 /// Default limit for one L1 run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Free MiB on a scratch disk besides its images.
+pub const DEFAULT_DISK_MIB: u32 = 4096;
 
 /// Errors from finding or parsing a scenario.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,10 @@ pub struct Header {
     pub smp: u32,
     pub timeout: Duration,
     pub expect: Vec<String>,
+    /// Images put on L1's scratch disk rather than in its initramfs.
+    pub disk_images: Vec<String>,
+    /// Free space on the scratch disk besides the images, MiB.
+    pub disk_mib: u32,
 }
 
 impl Default for Header {
@@ -85,6 +94,8 @@ impl Default for Header {
             smp: DEFAULT_SMP,
             timeout: DEFAULT_TIMEOUT,
             expect: Vec::new(),
+            disk_images: Vec::new(),
+            disk_mib: DEFAULT_DISK_MIB,
         }
     }
 }
@@ -176,6 +187,8 @@ pub fn parse_header(name: &str, script: &str) -> Result<Header, ScenarioError> {
         let number = || value.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(bad);
         match key {
             "images" => header.images.extend(words()),
+            "disk-images" => header.disk_images.extend(words()),
+            "disk-mib" => header.disk_mib = number()?,
             "modules" => header.modules.extend(words()),
             "tools" => {
                 for tool in words() {
@@ -211,6 +224,7 @@ pub fn parse_header(name: &str, script: &str) -> Result<Header, ScenarioError> {
     if let Some(bad) = header
         .images
         .iter()
+        .chain(&header.disk_images)
         .chain(&header.modules)
         .find(|s| !image_ok(s))
     {
@@ -249,6 +263,8 @@ mod tests {
             # rig-timeout: 900\n\
             # rig-expect: a b\n\
             # rig-expect: c\n\
+            # rig-disk-images: node-rootfs\n\
+            # rig-disk-mib: 100\n\
             \n\
             . /rig/lib.sh\n\
             # rig-images: not-in-header\n";
@@ -261,6 +277,8 @@ mod tests {
         assert_eq!(header.tools, ["boot-harness"]);
         assert_eq!(header.memory_mib, 3072);
         assert_eq!(header.smp, 1);
+        assert_eq!(header.disk_images, ["node-rootfs"]);
+        assert_eq!(header.disk_mib, 100);
         assert_eq!(header.timeout, Duration::from_secs(900));
         assert_eq!(header.expect, ["a", "b", "c"]);
     }

@@ -227,6 +227,33 @@ fn virtio() {
     );
 }
 
+/// A cluster on the Debian node image (scenario `cluster`): `mercury cluster
+/// up` with 1 control-plane node and 2 workers, identity and reachability
+/// checked from L1 and on the nodes' consoles, drift repair after a killed
+/// VMM, scaling 2 -> 3 -> 1, and `down` leaving nothing behind.
+#[test]
+fn cluster() {
+    run_scenario(
+        "cluster",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "invalid",
+            "up",
+            "identity-console",
+            "identity-ping",
+            "node-ping",
+            "status",
+            "idempotent",
+            "drift-status",
+            "drift-repair",
+            "scale-up",
+            "scale-down",
+            "down-clean",
+        ],
+    );
+}
+
 /// A benchmark (scenario `virtio-bench`): by hand, with
 /// `RIG_COMPARE_WITH=<static firecracker>` to compare.
 #[test]
