@@ -107,8 +107,7 @@ pub fn start(config: &VmConfig, files: &NodeFiles) -> io::Result<Started> {
         .arg(files.vm_config())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        .stderr(log);
     // SAFETY: setsid is async-signal-safe and touches no memory.
     unsafe {
         command.pre_exec(|| {
