@@ -6,6 +6,9 @@
 //! the steps that act on a plan (TAPs, seeds, VMs) come later.
 
 pub mod command;
+// Used by `cluster up`/`down` (not built yet); until then only its tests.
+#[allow(dead_code)]
+pub mod hostnet;
 pub mod nodes;
 // `Observed` is filled by `up` (not built yet); until then only tests make one.
 #[allow(dead_code)]

@@ -1,0 +1,90 @@
+//! Creating a persistent TAP through `/dev/net/tun` (netlink cannot create
+//! tun/tap devices).
+//!
+//! The flags are the ones the VMM's virtio-net device opens TAPs with
+//! (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, single queue), so the device
+//! attaches to the TAP made here: on a re-attach the kernel requires the
+//! same type (TAP) and the same multi-queue setting, and takes `NO_PI` and
+//! `VNET_HDR` from the opener. The owner and group are left unset, so
+//! attaching needs `CAP_NET_ADMIN`, which mercury has. `IFF_TUN_EXCL` makes
+//! the kernel refuse (`EBUSY`) when any interface of that name exists,
+//! checked under the same lock that creates it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// The flags a mercury TAP is created with (see the module comment).
+pub(super) const TAP_FLAGS: libc::c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+
+/// `struct ifreq` naming `name` (already checked: shorter than IFNAMSIZ).
+pub(super) fn ifreq(name: &str, flags: libc::c_int) -> libc::ifreq {
+    // SAFETY: `ifreq` is plain data (a byte array and a union of integers,
+    // arrays and a pointer that is never dereferenced); all zeroes is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // `ifru_flags` is a C short; IFF_TUN_EXCL is its top bit.
+    ifr.ifr_ifru.ifru_flags = flags as u16 as libc::c_short;
+    ifr
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A TAP just created, persistent, with the creating descriptor still
+/// attached: [`NewTap::keep`] leaves the interface in place,
+/// [`NewTap::discard`] removes it.
+pub(super) struct NewTap {
+    file: File,
+}
+
+impl NewTap {
+    /// Creates the persistent TAP `name` in the calling thread's network
+    /// namespace (a `/dev/net/tun` descriptor creates its interface in the
+    /// namespace of the task that opened it). `EBUSY`: the name is taken.
+    pub(super) fn create(name: &str) -> io::Result<NewTap> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/net/tun")?;
+        let mut ifr = ifreq(name, TAP_FLAGS | libc::IFF_TUN_EXCL);
+        // SAFETY: TUNSETIFF reads and writes back one `ifreq`, which `ifr`
+        // is and which outlives the call.
+        check(unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) })?;
+        let tap = NewTap { file };
+        // Until this succeeds the interface lives only as long as `file`:
+        // dropping `tap` on the error path removes it.
+        tap.set_persist(true)?;
+        Ok(tap)
+    }
+
+    fn set_persist(&self, persist: bool) -> io::Result<()> {
+        // SAFETY: TUNSETPERSIST takes an integer by value; no memory is
+        // passed.
+        check(unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                libc::TUNSETPERSIST,
+                libc::c_ulong::from(persist),
+            )
+        })
+    }
+
+    /// Closes the descriptor; the persistent TAP stays.
+    pub(super) fn keep(self) {}
+
+    /// Makes the TAP non-persistent and closes the only descriptor on it,
+    /// so the kernel deletes the interface.
+    pub(super) fn discard(self) -> io::Result<()> {
+        self.set_persist(false)
+    }
+}
