@@ -4,8 +4,8 @@
 //! No `ip` is run.
 //!
 //! A [`HostNet`] works in the network namespace of the thread that opened
-//! it: its netlink socket is bound there, and TAPs are created by the
-//! calling thread, so it is not `Send`. Every call measures the kernel's
+//! it: its netlink socket is bound there, and TAPs are created in the
+//! calling thread's namespace, so it is not `Send`. Every call measures the kernel's
 //! state first, so each is safe to repeat: [`HostNet::ensure_bridge`]
 //! reuses a bridge and an address that are already there and says so in
 //! its [`BridgeOutcome`] (for `down` to leave them alone),
@@ -39,7 +39,6 @@ use netlink_packet_route::link::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use self::netlink::Connection;
-use self::tap::NewTap;
 
 /// The result of a host networking call.
 pub type Result<T, E = HostNetError> = std::result::Result<T, E>;
@@ -115,21 +114,51 @@ pub struct BridgeOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
     /// Adding an IPv4 address to an interface.
-    AddAddress { link: String, addr: Ipv4Net },
+    AddAddress {
+        /// The interface.
+        link: String,
+        /// The address and prefix length.
+        addr: Ipv4Net,
+    },
     /// Making a new TAP a port of a bridge and setting it up.
-    AttachTap { tap: String, bridge: String },
+    AttachTap {
+        /// The TAP.
+        tap: String,
+        /// The bridge.
+        bridge: String,
+    },
     /// Creating a bridge.
-    CreateBridge { bridge: String },
+    CreateBridge {
+        /// The bridge.
+        bridge: String,
+    },
     /// Creating a persistent TAP.
-    CreateTap { tap: String },
+    CreateTap {
+        /// The TAP.
+        tap: String,
+    },
     /// Deleting an interface.
-    DeleteLink { link: String },
+    DeleteLink {
+        /// The interface.
+        link: String,
+    },
     /// Reading an interface's state.
-    LookUp { link: String },
+    LookUp {
+        /// The interface.
+        link: String,
+    },
     /// Removing an IPv4 address from an interface.
-    RemoveAddress { link: String, addr: Ipv4Net },
+    RemoveAddress {
+        /// The interface.
+        link: String,
+        /// The address and prefix length.
+        addr: Ipv4Net,
+    },
     /// Setting an interface up.
-    SetUp { link: String },
+    SetUp {
+        /// The interface.
+        link: String,
+    },
 }
 
 impl fmt::Display for Operation {
@@ -243,8 +272,8 @@ fn check_name(name: &str) -> Result<()> {
 /// opened it.
 pub struct HostNet {
     connection: Connection,
-    /// TAPs are created by the calling thread, in its namespace, so a
-    /// `HostNet` stays on the thread (and namespace) it was opened in.
+    /// TAPs are created in the calling thread's namespace, so a `HostNet`
+    /// stays on the thread (and namespace) it was opened in.
     _same_thread: PhantomData<*const ()>,
 }
 
@@ -357,7 +386,7 @@ impl HostNet {
 
     /// [`Self::create_tap`] once the bridge is known by index.
     fn create_tap_on(&self, name: &str, bridge: &str, bridge_index: u32) -> Result<()> {
-        let tap = NewTap::create(name).map_err(|source| {
+        tap::create_persistent(name).map_err(|source| {
             if errno_is(&source, libc::EBUSY) {
                 HostNetError::NameInUse {
                     tap: name.to_string(),
@@ -368,29 +397,20 @@ impl HostNet {
                 })(source)
             }
         })?;
-        let attach = Operation::AttachTap {
-            tap: name.to_string(),
-            bridge: bridge.to_string(),
-        };
         let attached = self.get_link(name).and_then(|found| {
             let index = found
                 .map(|message| message.header.index)
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
             self.set_link(index, Some(bridge_index))
         });
-        match attached {
-            Ok(()) => {
-                tap.keep();
-                Ok(())
-            }
-            Err(source) => {
-                if tap.discard().is_err() {
-                    // Still persistent: remove it by name instead.
-                    let _ = self.delete_link(name);
-                }
-                Err(failed(attach)(source))
-            }
-        }
+        attached.map_err(|source| {
+            // Best effort: the error that matters is the attach's.
+            let _ = self.delete_link(name);
+            failed(Operation::AttachTap {
+                tap: name.to_string(),
+                bridge: bridge.to_string(),
+            })(source)
+        })
     }
 
     /// Deletes the interface `name` (of any kind); `false` when there was

@@ -10,7 +10,7 @@
 //! the kernel refuse (`EBUSY`) when any interface of that name exists,
 //! checked under the same lock that creates it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,52 +39,47 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// A TAP just created, persistent, with the creating descriptor still
-/// attached: [`NewTap::keep`] leaves the interface in place,
-/// [`NewTap::discard`] removes it.
-pub(super) struct NewTap {
-    file: File,
+/// Creates the persistent TAP `name` in the calling thread's network
+/// namespace and closes the descriptor that made it, so the TAP is free
+/// for the VMM to attach to. `EBUSY`: the name is taken.
+///
+/// The work happens on a helper thread with a file descriptor table of its
+/// own (`unshare(CLONE_FILES)`; it shares the caller's namespaces). A
+/// single-queue TAP takes one attached descriptor, and a descriptor in the
+/// process's shared table is copied into every child another thread forks
+/// in the meantime and stays open there until the child execs; the VMM
+/// opening the TAP just after `create_tap` returned would then find it
+/// busy. A private table is copied by no one.
+pub(super) fn create_persistent(name: &str) -> io::Result<()> {
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("mercury-tap".to_string())
+            .spawn_scoped(scope, || {
+                // SAFETY: unshare takes only flags and changes only the
+                // calling (helper) thread's descriptor table.
+                check(unsafe { libc::unshare(libc::CLONE_FILES) })?;
+                create_here(name)
+            })?;
+        helper
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the TAP creation thread panicked")))
+    })
 }
 
-impl NewTap {
-    /// Creates the persistent TAP `name` in the calling thread's network
-    /// namespace (a `/dev/net/tun` descriptor creates its interface in the
-    /// namespace of the task that opened it). `EBUSY`: the name is taken.
-    pub(super) fn create(name: &str) -> io::Result<NewTap> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open("/dev/net/tun")?;
-        let mut ifr = ifreq(name, TAP_FLAGS | libc::IFF_TUN_EXCL);
-        // SAFETY: TUNSETIFF reads and writes back one `ifreq`, which `ifr`
-        // is and which outlives the call.
-        check(unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) })?;
-        let tap = NewTap { file };
-        // Until this succeeds the interface lives only as long as `file`:
-        // dropping `tap` on the error path removes it.
-        tap.set_persist(true)?;
-        Ok(tap)
-    }
-
-    fn set_persist(&self, persist: bool) -> io::Result<()> {
-        // SAFETY: TUNSETPERSIST takes an integer by value; no memory is
-        // passed.
-        check(unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                libc::TUNSETPERSIST,
-                libc::c_ulong::from(persist),
-            )
-        })
-    }
-
-    /// Closes the descriptor; the persistent TAP stays.
-    pub(super) fn keep(self) {}
-
-    /// Makes the TAP non-persistent and closes the only descriptor on it,
-    /// so the kernel deletes the interface.
-    pub(super) fn discard(self) -> io::Result<()> {
-        self.set_persist(false)
-    }
+/// TUNSETIFF + TUNSETPERSIST on a new `/dev/net/tun` descriptor (which
+/// creates its interface in the namespace of the task that opened it).
+fn create_here(name: &str) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/net/tun")?;
+    let mut ifr = ifreq(name, TAP_FLAGS | libc::IFF_TUN_EXCL);
+    // SAFETY: TUNSETIFF reads and writes back one `ifreq`, which `ifr` is
+    // and which outlives the call.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) })?;
+    // Until this succeeds the interface lives only as long as `file`:
+    // returning early closes it, and the kernel removes the TAP.
+    // SAFETY: TUNSETPERSIST takes an integer by value; no memory is passed.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) })
 }
