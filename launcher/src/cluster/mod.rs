@@ -10,8 +10,10 @@ pub mod nodes;
 // `Observed` is filled by `up` (not built yet); until then only tests make one.
 #[allow(dead_code)]
 pub mod plan;
+pub mod source;
 pub mod spec;
 pub mod validate;
+pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod fixtures {
