@@ -37,8 +37,8 @@ pub(crate) enum ClusterCommand {
     /// new valid spec, converges the last good one again every `--resync`
     /// (repairing drift), backs off on failures, and stops on
     /// SIGINT/SIGTERM/SIGHUP without touching the cluster (exit 0).
-    /// Exit status without `--watch`: 0 converged; 1 invalid spec or
-    /// source that cannot be fetched; 2 converge failed.
+    /// Exit status without `--watch`: 0 converged; 1 invalid spec, or a
+    /// source that cannot be fetched; 2 bad arguments; 3 converge failed.
     Reconcile(ReconcileArgs),
 }
 
@@ -129,25 +129,20 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "git"])))]
 pub(crate) struct ReconcileArgs {
     /// The cluster spec file on this host.
-    #[arg(
-        short = 'f',
-        long = "file",
-        value_name = "FILE",
-        required_unless_present = "git",
-        conflicts_with = "git"
-    )]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
     /// A git repository holding the spec: a URL (`https://…`, `file://…`)
     /// or a local repository's path.
     #[arg(long, value_name = "URL_OR_PATH")]
     git: Option<String>,
     /// The branch to follow [default: the remote's default branch, else main].
-    #[arg(long, value_name = "BRANCH", requires = "git")]
+    #[arg(long, value_name = "BRANCH", requires = "git", conflicts_with = "file")]
     branch: Option<String>,
     /// The spec's path inside the repository [default: cluster.yaml].
-    #[arg(long, value_name = "PATH", requires = "git")]
+    #[arg(long, value_name = "PATH", requires = "git", conflicts_with = "file")]
     path: Option<String>,
     /// Keep polling and converging until stopped.
     #[arg(long)]
@@ -170,8 +165,9 @@ pub(crate) struct ReconcileArgs {
     verbose: bool,
 }
 
-/// Exit code of a one-shot reconcile whose converge failed.
-const EXIT_CONVERGE_FAILED: u8 = 2;
+/// Exit code of a one-shot reconcile whose converge failed (2 is clap's,
+/// for bad arguments; 3 as `mercury run`'s "the guest failed").
+const EXIT_CONVERGE_FAILED: u8 = 3;
 
 fn run_reconcile(args: ReconcileArgs) -> ExitCode {
     use super::source::{GitSource, SpecSource};

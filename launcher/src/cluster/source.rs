@@ -33,6 +33,9 @@ const SHORT_COMMIT: usize = 7;
 /// before a fetch fails (its default is to wait for ever, which would
 /// hang the watcher on a dead network).
 const NETWORK_TIMEOUT_MS: libc::c_int = 30_000;
+/// Whether this build fetches over https: not the static musl build, which
+/// has no OpenSSL to link (see launcher/Cargo.toml).
+const HTTPS: bool = cfg!(not(target_env = "musl"));
 
 /// Where a spec comes from.
 #[derive(Debug)]
@@ -157,6 +160,8 @@ pub enum GitSourceError {
     Branch(String),
     #[error("--git: the repository URL or path is empty")]
     EmptyUrl,
+    #[error("--git {0}: this mercury (a static musl build) cannot fetch over https; use a local path or a file:// URL")]
+    NoHttps(String),
     #[error(
         "--path {0:?} must be a relative path inside the repository, without `..` (like clusters/edge1.yaml)"
     )]
@@ -258,6 +263,9 @@ impl GitSource {
     ) -> Result<Self, GitSourceError> {
         if url.trim().is_empty() {
             return Err(GitSourceError::EmptyUrl);
+        }
+        if !HTTPS && url.starts_with("https://") {
+            return Err(GitSourceError::NoHttps(url.to_string()));
         }
         if let Some(b) = branch {
             if !git2::Reference::is_valid_name(&format!("refs/heads/{b}")) {

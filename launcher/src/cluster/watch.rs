@@ -521,7 +521,7 @@ impl Wait for StopSignals {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ts = libc::timespec {
-                tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_sec: left.as_secs().try_into().unwrap_or(i32::MAX.into()),
                 tv_nsec: libc::c_long::from(left.subsec_nanos()),
             };
             // SAFETY: `self.set` is an initialised sigset_t; a null siginfo
