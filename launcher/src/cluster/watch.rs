@@ -183,8 +183,8 @@ pub struct Reconciler<C> {
     options: Options,
     log: Log,
     last_good: Option<Applied>,
-    /// The last invalid spec's text and errors, so they are logged once.
-    last_rejected: Option<(String, Vec<String>)>,
+    /// The last invalid spec's origin and errors, so they are logged once.
+    last_rejected: Option<(Origin, Vec<String>)>,
     /// Failed fetches or converges in a row.
     failures: u32,
     /// The last converge failed: converge again even if nothing changed.
@@ -240,7 +240,7 @@ impl<C: Converge> Reconciler<C> {
             Err(e) => match e.origin() {
                 Some(origin) => {
                     let origin = origin.clone();
-                    return self.reject(now, stop, String::new(), origin, vec![e.to_string()]);
+                    return self.reject(now, stop, origin, vec![e.to_string()]);
                 }
                 None => {
                     self.failures += 1;
@@ -290,7 +290,7 @@ impl<C: Converge> Reconciler<C> {
                 };
                 self.apply(now, stop, new, false)
             }
-            Err(errors) => self.reject(now, stop, fetched.text, fetched.origin, errors),
+            Err(errors) => self.reject(now, stop, fetched.origin, errors),
         }
     }
 
@@ -328,16 +328,16 @@ impl<C: Converge> Reconciler<C> {
         &mut self,
         now: Instant,
         stop: &mut dyn Wait,
-        text: String,
         origin: Origin,
         errors: Vec<String>,
     ) -> Outcome {
-        let seen = (text, errors);
+        let seen = (origin, errors);
+        let (origin, errors) = &seen;
         if self.last_rejected.as_ref() == Some(&seen) {
             self.log
                 .debug(&format!("{origin}: still invalid, still not applied"));
         } else {
-            for error in &seen.1 {
+            for error in errors {
                 self.log.info(&format!("{origin}: invalid: {error}"));
             }
             let kept = match &self.last_good {
@@ -346,14 +346,12 @@ impl<C: Converge> Reconciler<C> {
             };
             self.log.info(&format!(
                 "{origin}: not applied ({} error(s)); {kept}",
-                seen.1.len()
+                errors.len()
             ));
             self.last_rejected = Some(seen.clone());
         }
-        let outcome = Outcome::Invalid {
-            origin,
-            errors: seen.1,
-        };
+        let (origin, errors) = seen;
+        let outcome = Outcome::Invalid { origin, errors };
         let resync = match &self.last_good {
             Some(good)
                 if self.retry_converge
