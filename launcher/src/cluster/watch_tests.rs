@@ -22,8 +22,13 @@ struct Remote {
 
 impl Remote {
     fn new(dir: &Path) -> Self {
+        Remote::with_head(dir, "main")
+    }
+
+    /// A repository whose HEAD (its default branch) is `head`.
+    fn with_head(dir: &Path, head: &str) -> Self {
         let mut options = RepositoryInitOptions::new();
-        options.bare(true).initial_head("main");
+        options.bare(true).initial_head(head);
         Remote {
             repo: Repository::init_opts(dir, &options).unwrap(),
         }
@@ -384,6 +389,45 @@ fn a_spec_in_a_subdirectory_on_a_named_branch_is_read_from_that_branch() {
         format!("commit {} (edge:clusters/edge1.yaml)", &c.to_string()[..7])
     );
     assert_eq!(pool_count(&r.converger().calls[0].0), 4);
+}
+
+#[test]
+fn without_a_branch_the_remotes_default_branch_is_followed() {
+    let dir = TempDir::new("gitops-default");
+    let remote = Remote::with_head(&dir.path().join("remote.git"), "trunk");
+    remote.commit(
+        "main",
+        &[("cluster.yaml", &spec_with_pool(1))],
+        "not the default",
+    );
+    let c = remote.commit(
+        "trunk",
+        &[("cluster.yaml", &spec_with_pool(3))],
+        "the default",
+    );
+    // Through a file:// URL this time.
+    let url = format!("file://{}", remote.url());
+    let source = GitSource::open(&url, None, None, &dir.path().join("state")).unwrap();
+    let mut r = Reconciler::new(
+        SpecSource::Git(source),
+        Recorder::default(),
+        options(),
+        Log::new(Box::new(io::sink()), false),
+    );
+    let outcome = r.poll(Instant::now(), &mut NoStop);
+    let Outcome::Converged { origin, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        origin,
+        Origin::Git {
+            url,
+            branch: "trunk".into(),
+            path: "cluster.yaml".into(),
+            commit: c.to_string(),
+        }
+    );
+    assert_eq!(pool_count(&r.converger().calls[0].0), 3);
 }
 
 #[test]
