@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::plan::{self, Action, Plan};
 use super::state::{self, ClusterDir};
+use super::watch;
 
 /// Exit code when the spec is invalid or cannot be read.
 const EXIT_ERROR: u8 = 1;
@@ -45,6 +46,20 @@ pub(crate) enum ClusterCommand {
     /// address mercury put on a bridge that was already there) and the
     /// cluster's state directory. Idempotent. Exit status: 0 or 1 (error).
     Down(super::ops::DownArgs),
+    /// Make the host match a spec from a file or a git repository, once or
+    /// (`--watch`) on every change (GitOps).
+    ///
+    /// Fetches the spec (a git branch is fetched into
+    /// `<state-dir>/gitops/`, and the spec read from its tip commit),
+    /// validates it and converges the host to it. Log lines on stderr, each
+    /// naming the commit (or file) it is about. An invalid spec is never
+    /// acted on. With `--watch`: polls every `--interval`, converges each
+    /// new valid spec, converges the last good one again every `--resync`
+    /// (repairing drift), backs off on failures, and stops on
+    /// SIGINT/SIGTERM/SIGHUP without touching the cluster (exit 0).
+    /// Exit status without `--watch`: 0 converged; 1 invalid spec, or a
+    /// source that cannot be fetched; 2 bad arguments; 3 converge failed.
+    Reconcile(ReconcileArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +93,7 @@ pub(crate) fn run(command: ClusterCommand) -> ExitCode {
         ClusterCommand::Up(args) => super::ops::run_up(&args),
         ClusterCommand::Status(args) => super::ops::run_status(&args),
         ClusterCommand::Down(args) => super::ops::run_down(&args),
+        ClusterCommand::Reconcile(args) => run_reconcile(args),
     }
 }
 
@@ -118,6 +134,112 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
         },
     }
     ExitCode::SUCCESS
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "git"])))]
+pub(crate) struct ReconcileArgs {
+    /// The cluster spec file on this host.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// A git repository holding the spec: a URL (`https://…`, `file://…`)
+    /// or a local repository's path.
+    #[arg(long, value_name = "URL_OR_PATH")]
+    git: Option<String>,
+    /// The branch to follow [default: the remote's default branch, else main].
+    #[arg(long, value_name = "BRANCH", requires = "git", conflicts_with = "file")]
+    branch: Option<String>,
+    /// The spec's path inside the repository [default: cluster.yaml].
+    #[arg(long, value_name = "PATH", requires = "git", conflicts_with = "file")]
+    path: Option<String>,
+    /// Keep polling and converging until stopped.
+    #[arg(long)]
+    watch: bool,
+    /// Between polls (`30s`, `5m`, `1m30s`).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = watch::parse_duration)]
+    interval: std::time::Duration,
+    /// An unchanged spec is converged again this long after the last
+    /// converge, to repair drift.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = watch::parse_duration)]
+    resync: std::time::Duration,
+    /// Node disks and seeds, and the git cache (`<DIR>/gitops/`).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Skip checking that the kernel and image files exist.
+    #[arg(long)]
+    no_file_checks: bool,
+    /// Also log the polls that find nothing new.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// Exit code of a one-shot reconcile whose converge failed (2 is clap's,
+/// for bad arguments; 3 as `mercury run`'s "the guest failed").
+const EXIT_CONVERGE_FAILED: u8 = 3;
+
+fn run_reconcile(args: ReconcileArgs) -> ExitCode {
+    use super::source::{GitSource, SpecSource};
+    use super::watch::{Options, Outcome, Reconciler};
+
+    // Blocked before any thread exists, so none takes a stop signal.
+    let mut stop = if args.watch {
+        match watch::StopSignals::block() {
+            Ok(signals) => Some(signals),
+            Err(e) => {
+                eprintln!("mercury: error: cannot block the stop signals: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        }
+    } else {
+        None
+    };
+    let source = match (&args.file, &args.git) {
+        (Some(file), _) => SpecSource::File(file.clone()),
+        (None, Some(url)) => {
+            // SAFETY: no other thread exists yet (mercury starts none
+            // before a subcommand runs).
+            if let Err(e) = unsafe { GitSource::set_network_timeouts() } {
+                eprintln!("mercury: warning: cannot set git network timeouts: {e}");
+            }
+            match GitSource::open(
+                url,
+                args.branch.as_deref(),
+                args.path.as_deref(),
+                &args.state_dir,
+            ) {
+                Ok(git) => SpecSource::Git(git),
+                Err(e) => {
+                    eprintln!("mercury: error: {e}");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            }
+        }
+        (None, None) => unreachable!("clap requires --file or --git"),
+    };
+    let options = Options {
+        interval: args.interval,
+        resync: args.resync,
+        file_checks: !args.no_file_checks,
+        ..Options::default()
+    };
+    let converger = super::ops::UpConverger {
+        opts: super::up::UpOptions {
+            state_dir: args.state_dir.clone(),
+            ready_timeout: std::time::Duration::from_secs(super::ops::READY_TIMEOUT_SECS),
+            stop_grace: std::time::Duration::from_secs(super::ops::STOP_TIMEOUT_SECS),
+        },
+    };
+    let mut reconciler =
+        Reconciler::new(source, converger, options, watch::Log::stderr(args.verbose));
+    if let Some(stop) = &mut stop {
+        watch::watch(&mut reconciler, stop);
+        return ExitCode::SUCCESS;
+    }
+    match reconciler.poll(std::time::Instant::now(), &mut watch::NoStop) {
+        Outcome::Converged { .. } | Outcome::Unchanged | Outcome::Stopped(_) => ExitCode::SUCCESS,
+        Outcome::Invalid { .. } | Outcome::FetchFailed(_) => ExitCode::from(EXIT_ERROR),
+        Outcome::ConvergeFailed { .. } => ExitCode::from(EXIT_CONVERGE_FAILED),
+    }
 }
 
 /// The plan as aligned columns: ACTION NODE ROLE KIND IP MAC TAP, then the

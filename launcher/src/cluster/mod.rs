@@ -19,12 +19,14 @@ pub mod ops;
 pub mod plan;
 pub mod secrets;
 pub mod seed;
+pub mod source;
 pub mod spec;
 pub mod state;
 pub mod status;
 mod table;
 pub mod up;
 pub mod validate;
+pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod fixtures {

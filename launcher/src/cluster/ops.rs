@@ -16,6 +16,11 @@ use super::status::{self, ClusterStatus};
 use super::up::{self, Progress, UpOptions};
 use super::validate;
 
+/// `up`'s default wait for each group of nodes, seconds.
+pub(crate) const READY_TIMEOUT_SECS: u64 = 900;
+/// The default time a node gets to power off, seconds.
+pub(crate) const STOP_TIMEOUT_SECS: u64 = 60;
+
 /// Exit codes shared by the three commands.
 const EXIT_ERROR: u8 = 1;
 /// `status`: the host does not match the spec.
@@ -40,11 +45,11 @@ pub(crate) struct UpArgs {
     output: Output,
     /// Seconds to wait for the control plane, and then for the workers, to
     /// report ready.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    #[arg(long, value_name = "SECS", default_value_t = READY_TIMEOUT_SECS)]
     timeout: u64,
     /// Seconds a node being replaced or deleted gets to power off before
     /// it is stopped.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = STOP_TIMEOUT_SECS)]
     stop_timeout: u64,
 }
 
@@ -71,7 +76,7 @@ pub(crate) struct DownArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Seconds each node gets to power off before it is stopped.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = STOP_TIMEOUT_SECS)]
     timeout: u64,
 }
 
@@ -154,15 +159,40 @@ pub(crate) fn load_valid(file: &Path, check_files: bool) -> Option<ClusterSpec> 
     None
 }
 
-fn fail(e: &dyn std::error::Error) -> ExitCode {
-    let mut message = format!("mercury: error: {e}");
+/// An error with its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
         let _ = write!(message, ": {s}");
         source = s.source();
     }
-    eprintln!("{message}");
+    message
+}
+
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("mercury: error: {}", chain(e));
     ExitCode::from(EXIT_ERROR)
+}
+
+/// `reconcile`'s converger: one [`up::up`] per spec it is given.
+pub(crate) struct UpConverger {
+    pub(crate) opts: UpOptions,
+}
+
+impl super::watch::Converge for UpConverger {
+    fn converge(
+        &mut self,
+        spec: &ClusterSpec,
+        _origin: &super::source::Origin,
+    ) -> Result<super::watch::ConvergeReport, String> {
+        let mut progress = Lines::new();
+        let outcome = up::up(spec, &self.opts, &mut progress).map_err(|e| chain(&e))?;
+        Ok(super::watch::ConvergeReport {
+            changed: !outcome.done.is_empty(),
+            actions: outcome.done,
+        })
+    }
 }
 
 pub(crate) fn run_up(args: &UpArgs) -> ExitCode {

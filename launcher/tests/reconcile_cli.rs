@@ -1,0 +1,225 @@
+//! `mercury cluster reconcile` end to end, on git repositories made with
+//! libgit2 in temporary directories (no git binary): one-shot with a valid
+//! and an invalid spec, argument errors, and `--watch` stopped by SIGTERM.
+//! No KVM needed: the converger only plans for now.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use git2::{Oid, Repository, RepositoryInitOptions, Signature};
+use mercury_tests::{output_within, wait_within, TempDir, CHILD_TIMEOUT};
+
+const EXAMPLE: &str = include_str!("../../examples/cluster.yaml");
+
+/// A bare repository whose `main` has one commit holding `cluster.yaml`.
+fn repo_with_spec(dir: &Path, spec: &str) -> (String, Oid) {
+    let mut options = RepositoryInitOptions::new();
+    options.bare(true).initial_head("main");
+    let repo = Repository::init_opts(dir, &options).unwrap();
+    let blob = repo.blob(spec.as_bytes()).unwrap();
+    let mut tree = repo.treebuilder(None).unwrap();
+    tree.insert("cluster.yaml", blob, 0o100644).unwrap();
+    let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+    let who = Signature::now("mercury test", "test@example.invalid").unwrap();
+    let commit = repo
+        .commit(Some("refs/heads/main"), &who, &who, "spec", &tree, &[])
+        .unwrap();
+    (dir.to_string_lossy().into_owned(), commit)
+}
+
+fn mercury(args: &[&str]) -> Output {
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_mercury")).args(args),
+        CHILD_TIMEOUT,
+    )
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn one_shot_with_an_invalid_spec_exits_1_naming_the_field_and_the_commit() {
+    let dir = TempDir::new("reconcile-invalid");
+    let bad = EXAMPLE.replace(
+        "    bridge: mbr-edge1",
+        "    colour: blue\n    bridge: mbr-edge1",
+    );
+    let (url, commit) = repo_with_spec(&dir.path().join("remote.git"), &bad);
+    let state = dir.path().join("state");
+    let out = mercury(&[
+        "cluster",
+        "reconcile",
+        "--git",
+        &url,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-file-checks",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let short = &commit.to_string()[..7];
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" invalid: "))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+    assert!(
+        line.contains(&format!(" reconcile: commit {short} (main:cluster.yaml): invalid: spec.network: unknown field `colour`")),
+        "{line}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "commit {short} (main:cluster.yaml): not applied (1 error(s)); nothing applied yet"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("would create"), "{stderr}");
+}
+
+#[test]
+fn one_shot_with_a_valid_spec_converges_and_exits_0() {
+    let dir = TempDir::new("reconcile-valid");
+    let (url, commit) = repo_with_spec(&dir.path().join("remote.git"), EXAMPLE);
+    let state = dir.path().join("state");
+    let out = mercury(&[
+        "cluster",
+        "reconcile",
+        "--git",
+        &url,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-file-checks",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let short = &commit.to_string()[..7];
+    let actions: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once(&format!(" reconcile: commit {short} (main:cluster.yaml): ")))
+        .map(|(time, action)| {
+            assert!(
+                time.len() == 20 && time.ends_with('Z'),
+                "timestamp {time:?}"
+            );
+            action
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "would create edge1-cp-0 (plan only)",
+            "would create edge1-general-0 (plan only)",
+            "would create edge1-general-1 (plan only)",
+            "would create rack1-a (plan only)",
+        ],
+        "{stderr}"
+    );
+    // The fetch went into the cache under the state directory.
+    assert_eq!(
+        std::fs::read_dir(state.join("gitops")).unwrap().count(),
+        2,
+        "the cache and its lock"
+    );
+}
+
+#[test]
+fn argument_errors_name_the_bad_value_and_create_nothing() {
+    let dir = TempDir::new("reconcile-args");
+    let (url, _) = repo_with_spec(&dir.path().join("remote.git"), EXAMPLE);
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    for (args, code, needle) in [
+        (
+            vec!["--git", url.as_str(), "--interval", "5x"],
+            2,
+            "\"5x\" is not a duration",
+        ),
+        (
+            vec!["--git", url.as_str(), "--path", "../cluster.yaml"],
+            1,
+            "--path \"../cluster.yaml\"",
+        ),
+        (
+            vec!["--git", url.as_str(), "--branch", "a..b"],
+            1,
+            "--branch \"a..b\"",
+        ),
+        (
+            vec!["-f", "c.yaml", "--branch", "main"],
+            2,
+            "cannot be used with",
+        ),
+        (
+            vec!["--path", "c.yaml"],
+            2,
+            "<--file <FILE>|--git <URL_OR_PATH>>",
+        ),
+        (
+            vec!["-f", "c.yaml", "--git", url.as_str()],
+            2,
+            "cannot be used with",
+        ),
+    ] {
+        let mut all = vec!["cluster", "reconcile", "--state-dir", state];
+        all.extend(&args);
+        let out = mercury(&all);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!Path::new(state).exists(), "{args:?} created {state}");
+    }
+}
+
+#[test]
+fn watch_stops_on_sigterm_and_exits_0() {
+    let dir = TempDir::new("reconcile-watch");
+    let (url, commit) = repo_with_spec(&dir.path().join("remote.git"), EXAMPLE);
+    let state = dir.path().join("state");
+    let log_path = dir.path().join("stderr.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_mercury"))
+        .args([
+            "cluster",
+            "reconcile",
+            "--watch",
+            "--interval",
+            "1h",
+            "--git",
+            &url,
+        ])
+        .args(["--state-dir", state.to_str().unwrap(), "--no-file-checks"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the first converge, then stop it mid-interval.
+    let short = &commit.to_string()[..7];
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains(&format!(
+            "commit {short} (main:cluster.yaml): would create rack1-a"
+        ))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no converge logged:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill on the pid of a child this test started and has not
+    // reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Far less than the hour-long interval: the signal ends the wait.
+    let out = wait_within(child, CHILD_TIMEOUT, "mercury cluster reconcile --watch");
+    let stderr = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(" reconcile: watching git "), "{stderr}");
+    assert!(
+        stderr.ends_with(" reconcile: received SIGTERM: stopped; the cluster is left as it is\n"),
+        "{stderr}"
+    );
+}
