@@ -10,6 +10,9 @@ pub mod nodes;
 // `Observed` is filled by `up` (not built yet); until then only tests make one.
 #[allow(dead_code)]
 pub mod plan;
+// Used by `up` (being written); until then only tests call these.
+#[allow(dead_code)]
+pub mod secrets;
 pub mod spec;
 pub mod validate;
 
