@@ -5,6 +5,9 @@
 //! [`command`] is `mercury cluster plan`. Nothing here has side effects:
 //! the steps that act on a plan (TAPs, seeds, VMs) come later.
 
+// Used by `up` (being written); until then only tests call these.
+#[allow(dead_code)]
+pub mod cloudinit;
 pub mod command;
 pub mod nodes;
 // `Observed` is filled by `up` (not built yet); until then only tests make one.
