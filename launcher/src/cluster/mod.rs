@@ -16,6 +16,8 @@ pub mod plan;
 // Used by `up` (being written); until then only tests call these.
 #[allow(dead_code)]
 pub mod secrets;
+#[allow(dead_code)]
+pub mod seed;
 pub mod spec;
 pub mod validate;
 
