@@ -22,8 +22,11 @@ pinned=(
 
 # Other Debian packages: kernel build tools for the guest kernel, busybox
 # for initramfs images, util-linux for setpriv (a test drops privileges),
-# iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules.
-packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3)
+# iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules;
+# dosfstools (fsck.vfat), openssl and iputils-ping for the cluster seed,
+# secrets and join-bundle tests.
+packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
+  dosfstools openssl iputils-ping)
 
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 if [[ "$codename" != bookworm ]]; then

@@ -7,6 +7,8 @@
 
 // Used by `up` (being written); until then only tests call these.
 #[allow(dead_code)]
+pub mod bundle;
+#[allow(dead_code)]
 pub mod cloudinit;
 pub mod command;
 pub mod nodes;
