@@ -77,8 +77,7 @@ pub fn write_bundle(
     let dir = bundle_dir(state_dir, &plan.cluster, &node.name);
     let parent = dir.parent().unwrap_or(state_dir);
     fs::create_dir_all(parent).map_err(|e| with_path(parent, e))?;
-    let tmp = parent.join(format!(".{}.tmp-{}", node.name, std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
+    let tmp = parent.join(format!(".{}.{}", node.name, secrets::temp_suffix()));
     let written = (|| {
         fs::DirBuilder::new()
             .mode(0o700)
@@ -108,7 +107,10 @@ pub fn write_bundle(
 /// Renames `tmp` to `dir`, moving an existing `dir` aside first and
 /// removing it after.
 fn replace_dir(tmp: &Path, dir: &Path) -> io::Result<()> {
-    let old = tmp.with_extension("old");
+    let old = tmp.with_file_name(format!(
+        "{}.old",
+        tmp.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let had_old = match fs::rename(dir, &old) {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,

@@ -58,6 +58,7 @@ fn bundle_parses_back_as_the_machines_worker_documents() {
     let user: CloudConfig =
         serde_yaml_ng::from_str(user.strip_prefix(CLOUD_CONFIG_HEADER).unwrap()).unwrap();
     assert_eq!(user.hostname, "rack1-a");
+    assert!(!user.manage_etc_hosts, "a host keeps its own /etc/hosts");
     let kubeadm: Value = serde_yaml_ng::from_str(
         &user
             .write_files

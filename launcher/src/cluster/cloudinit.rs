@@ -725,7 +725,8 @@ fn cloud_config(
     CloudConfig {
         hostname: name.clone(),
         preserve_hostname: false,
-        manage_etc_hosts: true,
+        // Our image's /etc/hosts, not an existing host's own.
+        manage_etc_hosts: microvm,
         ssh_authorized_keys: spec.spec.ssh.authorized_keys.clone(),
         disable_root: false,
         write_files,

@@ -98,8 +98,12 @@ pub fn load_or_create(dir: &Path) -> io::Result<ClusterSecrets> {
         Ok(_) => load(dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let secrets = ClusterSecrets::generate()?;
-            store(dir, &secrets)?;
-            Ok(secrets)
+            match store(dir, &secrets) {
+                Ok(()) => Ok(secrets),
+                // Another run made it first: theirs are the cluster's.
+                Err(_) if dir.is_dir() => load(dir),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(with_path(dir, e)),
     }
@@ -167,13 +171,7 @@ fn store(dir: &Path, secrets: &ClusterSecrets) -> io::Result<()> {
     let name = dir
         .file_name()
         .ok_or_else(|| invalid(dir, "has no file name"))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    // A leftover of an earlier crash by a process with our pid.
-    let _ = fs::remove_dir_all(&tmp);
+    let tmp = parent.join(format!(".{}.{}", name.to_string_lossy(), temp_suffix()));
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&tmp)
@@ -239,6 +237,15 @@ fn generate_ca() -> io::Result<(String, String)> {
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
     let cert = params.self_signed(&key).map_err(other)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// `tmp-<pid>-<random>`: a temporary name no other process or thread
+/// picks.
+pub(crate) fn temp_suffix() -> String {
+    let mut r = [0u8; 6];
+    // Without randomness the pid alone still tells processes apart.
+    let _ = fill_random(&mut r);
+    format!("tmp-{}-{}", std::process::id(), hex(&r))
 }
 
 fn fill_random(buf: &mut [u8]) -> io::Result<()> {

@@ -170,3 +170,19 @@ fn tokens_have_kubeadms_shape() {
         ));
     }
 }
+
+/// Two runs making the secrets at once agree on one set.
+#[test]
+fn concurrent_first_runs_agree() {
+    let tmp = TempDir::new("secrets-race");
+    let dir = tmp.path().join("edge1/secrets");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let dir = dir.clone();
+            std::thread::spawn(move || load_or_create(&dir).unwrap())
+        })
+        .collect();
+    let got: Vec<ClusterSecrets> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let kept = load(&dir).unwrap();
+    assert!(got.iter().all(|s| *s == kept));
+}

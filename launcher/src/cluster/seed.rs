@@ -33,13 +33,12 @@ pub fn write_seed(path: &Path, docs: &NodeDocuments) -> io::Result<()> {
         _ => Path::new("."),
     };
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.{}",
         name.to_string_lossy(),
-        std::process::id()
+        super::secrets::temp_suffix()
     ));
     let image = build_image(docs).map_err(|e| with_path(path, e))?;
     let written = (|| {
-        let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
