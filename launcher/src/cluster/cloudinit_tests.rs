@@ -531,7 +531,8 @@ fn runcmd_runs_kubeadm_or_notes_its_absence() {
 }
 
 /// Every runcmd line of every node is valid `sh` (`sh -n`), and every
-/// document is YAML that Python's yaml (what cloud-init uses) reads too.
+/// document is YAML that Debian's Python yaml (what cloud-init uses) reads
+/// the same.
 #[test]
 fn every_document_is_valid_for_sh_and_pyyaml() {
     let mut spec = three_cp(EtcdMode::External);
@@ -545,7 +546,7 @@ fn every_document_is_valid_for_sh_and_pyyaml() {
     }
     let plan = plan_of(&spec);
     let s = secrets();
-    let python = Command::new("python3")
+    let python = Command::new(DEBIAN_PYTHON)
         .args(["-c", "import yaml"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -561,7 +562,7 @@ fn every_document_is_valid_for_sh_and_pyyaml() {
             continue;
         }
         for (name, text) in docs.files() {
-            let out = Command::new("python3")
+            let out = Command::new(DEBIAN_PYTHON)
                 .args([
                     "-c",
                     "import sys, yaml, json; print(json.dumps(yaml.safe_load(sys.argv[1]), sort_keys=True))",
