@@ -98,7 +98,7 @@ reaches_endpoint() {
     say "cannot check the control-plane endpoint $ENDPOINT: ping is not installed"
     return 0
   fi
-  for try in 1 2 3; do
+  for _ in 1 2 3; do
     if ping -c 1 -W 2 "$ENDPOINT" >/dev/null 2>&1; then
       say "$NODE reaches the control-plane endpoint $ENDPOINT"
       return 0
@@ -118,7 +118,7 @@ run_cloud_init() {
   )
   mkdir -p "$root/etc/cloud/cloud.cfg.d"
   echo 'datasource_list: [ NoCloud, None ]' >"$root/etc/cloud/cloud.cfg.d/90-mercury-nocloud.cfg"
-  say "running cloud-init for $NODE (seed in $seed)"
+  say "running cloud-init for node $NODE of cluster $CLUSTER (seed in $seed)"
   cloud-init clean --logs
   cloud-init init --local
   cloud-init init
