@@ -23,11 +23,11 @@ pinned=(
 # Other Debian packages: kernel build tools for the guest kernel, busybox
 # for initramfs images, util-linux for setpriv (a test drops privileges),
 # iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules;
-# dosfstools (fsck.vfat), openssl and iputils-ping for the cluster seed,
-# secrets and join-bundle tests.
+# dosfstools (fsck.vfat), openssl, iputils-ping and shellcheck for the
+# cluster seed, secrets and join-bundle tests.
 # The python3-* libraries are the ones cloud-init's modules (below) import.
 packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
-  dosfstools openssl iputils-ping
+  dosfstools openssl iputils-ping shellcheck
   python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces
   python3-oauthlib python3-requests python3-serial python3-yaml)
 

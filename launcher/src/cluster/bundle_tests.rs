@@ -100,6 +100,14 @@ fn bundle_parses_back_as_the_machines_worker_documents() {
             assert!(out.status.success(), "{shell} -n apply.sh: {out:?}");
         }
     }
+    match Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(b.dir.join(APPLY_SCRIPT))
+        .output()
+    {
+        Ok(out) => assert!(out.status.success(), "shellcheck apply.sh: {out:?}"),
+        Err(_) => eprintln!("SKIP shellcheck: not installed"),
+    }
     assert_eq!(
         b.command,
         format!(
