@@ -24,8 +24,15 @@ pinned=(
 # for initramfs images, util-linux for setpriv (a test drops privileges),
 # iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules,
 # libssl-dev and pkg-config for git2's https (`mercury cluster reconcile
-# --git`), musl-tools for the C in the static musl mercury (libgit2, zlib).
-packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3 libssl-dev pkg-config musl-tools)
+# --git`), musl-tools for the C in the static musl mercury (libgit2, zlib);
+# dosfstools (fsck.vfat), openssl, iputils-ping and shellcheck for the
+# cluster seed, secrets and join-bundle tests.
+# The python3-* libraries are the ones cloud-init's modules (below) import.
+packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
+  libssl-dev pkg-config musl-tools e2fsprogs
+  dosfstools openssl iputils-ping shellcheck
+  python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces
+  python3-oauthlib python3-requests python3-serial python3-yaml)
 
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 if [[ "$codename" != bookworm ]]; then
@@ -85,3 +92,22 @@ fi
 for t in x86_64-unknown-none x86_64-unknown-linux-musl; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
 done
+
+# cloud-init's own Python modules, the version bookworm's node images run,
+# unpacked (not installed: the service would run on this machine's next
+# boot) for the cluster document tests, which check user-data against
+# cloud-init's schema and render network-config with its networkd renderer.
+CLOUD_INIT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/mercury/cloud-init
+cloud_init_version=$(apt-cache policy cloud-init 2>/dev/null | awk '/Candidate:/ {print $2}')
+if [[ -n "$cloud_init_version" && "$cloud_init_version" != "(none)" &&
+  "$(cat "$CLOUD_INIT_CACHE/VERSION" 2>/dev/null)" != "$cloud_init_version" ]]; then
+  echo "setup: unpacking cloud-init $cloud_init_version into $CLOUD_INIT_CACHE" >&2
+  download=$(mktemp -d)
+  chmod 755 "$download" # apt downloads as _apt
+  (cd "$download" && apt-get download -qq "cloud-init=$cloud_init_version" >&2)
+  rm -rf "$CLOUD_INIT_CACHE"
+  mkdir -p "$CLOUD_INIT_CACHE"
+  dpkg -x "$download"/cloud-init_*.deb "$CLOUD_INIT_CACHE"
+  echo "$cloud_init_version" >"$CLOUD_INIT_CACHE/VERSION"
+  rm -rf "$download"
+fi

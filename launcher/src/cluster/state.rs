@@ -70,6 +70,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 /// One cluster's directory.
 #[derive(Debug, Clone)]
 pub struct ClusterDir {
+    pub state_dir: PathBuf,
     pub root: PathBuf,
     pub name: String,
 }
@@ -162,6 +163,7 @@ pub struct ClusterLock {
 impl ClusterDir {
     pub fn new(state_dir: &Path, cluster: &str) -> Self {
         ClusterDir {
+            state_dir: state_dir.to_path_buf(),
             root: state_dir.join(cluster),
             name: cluster.to_string(),
         }
@@ -178,7 +180,12 @@ impl ClusterDir {
     }
 
     pub fn secrets_dir(&self) -> PathBuf {
-        self.root.join("secrets")
+        super::secrets::secrets_dir(&self.state_dir, &self.name)
+    }
+
+    /// A bare-metal machine's join bundle ([`super::bundle`]).
+    pub fn bundle(&self, machine: &str) -> PathBuf {
+        super::bundle::bundle_dir(&self.state_dir, &self.name, machine)
     }
 
     fn cluster_record(&self) -> PathBuf {

@@ -32,7 +32,7 @@ use super::hostnet::{self, HostNet};
 use super::node::{self, Started};
 use super::nodes::Role;
 use super::plan::{self, Action, MachinePlan, NodePlan, Plan};
-use super::secrets::ClusterSecrets;
+use super::secrets::{self, ClusterSecrets};
 use super::seed;
 use super::spec::ClusterSpec;
 use super::state::{self, BridgeRecord, ClusterDir, NodeKind, NodeRecord, StateError};
@@ -70,6 +70,8 @@ pub enum UpError {
         #[source]
         source: io::Error,
     },
+    #[error("node {node}: cannot write its cloud-init documents: {message}")]
+    Documents { node: String, message: String },
     #[error(
         "TAP {tap} for node {node} already exists on this host and mercury did not create it; \
          remove it or rename the cluster"
@@ -125,7 +127,9 @@ pub fn up(
     let plan = plan::plan(spec, &observed, &opts.state_dir)?;
     let net = HostNet::open()?;
     check_taps_free(&net, &plan, &records)?;
-    let secrets = ClusterSecrets::load_or_create(&cluster.secrets_dir()).map_err(|source| {
+    // Every node's documents first: a name cloud-init would misread is
+    // refused before anything is made.
+    let secrets = secrets::load_or_create(&cluster.secrets_dir()).map_err(|source| {
         UpError::Io {
             what: "cannot read or create the cluster secrets in",
             path: cluster.secrets_dir(),
@@ -263,14 +267,19 @@ impl Step<'_> {
         Ok(started)
     }
 
-    fn documents(&self, n: &NodePlan) -> cloudinit::NodeDocuments {
-        cloudinit::node_documents(self.spec, self.plan, n, self.secrets)
+    fn documents(&self, n: &NodePlan) -> Result<cloudinit::NodeDocuments, UpError> {
+        cloudinit::node_documents(self.spec, self.plan, n, self.secrets).map_err(|e| {
+            UpError::Documents {
+                node: n.name.clone(),
+                message: e.to_string(),
+            }
+        })
     }
 
     /// Creates a node from the image, or a bare-metal machine's bundle.
     fn make(&mut self, n: &NodePlan, progress: &mut dyn Progress) -> Result<Option<String>, UpError> {
-        let docs = self.documents(n);
-        let instance_id = docs.instance_id();
+        let docs = self.documents(n)?;
+        let instance_id = cloudinit::instance_id(n);
         let mut record = NodeRecord {
             name: n.name.clone(),
             role: n.role,
@@ -444,7 +453,7 @@ pub fn remove_node(
         net.delete_link(tap)?;
     }
     if record.kind == NodeKind::Baremetal {
-        let dir = bundle::bundle_dir(&cluster.root, &record.name);
+        let dir = cluster.bundle(&record.name);
         if let Err(source) = std::fs::remove_dir_all(&dir) {
             if source.kind() != io::ErrorKind::NotFound {
                 return Err(UpError::Io {
