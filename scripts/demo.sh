@@ -6,6 +6,13 @@
 #   scripts/demo.sh linux    the minimal Linux guest kernel + busybox
 #                            initramfs, interactive shell on the console
 #                            (needs hardware virtualization: real VT-x/SVM)
+#   scripts/demo.sh cluster  examples/cluster.yaml brought up on this host:
+#                            builds the Debian node image and the microVM
+#                            kernel, installs them under
+#                            /var/lib/mercury/images, runs `mercury cluster
+#                            up` and prints the node table (needs root and
+#                            hardware virtualization; `mercury cluster down
+#                            -f examples/cluster.yaml` removes it all)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -17,13 +24,13 @@ cd "$repo"
 linux_capable_kvm() {
   [[ -d /sys/module/kvm_intel || -d /sys/module/kvm_amd ]]
 }
-if [[ "${1:-}" == linux ]] && ! linux_capable_kvm && [[ -z "${MERCURY_DEMO_FORCE:-}" ]]; then
+if [[ "${1:-}" == linux || "${1:-}" == cluster ]] && ! linux_capable_kvm && [[ -z "${MERCURY_DEMO_FORCE:-}" ]]; then
   provider=$(ls -d /sys/module/kvm_* 2>/dev/null | xargs -r -n1 basename | paste -sd, -)
   cat >&2 <<EOF
 demo: this host's /dev/kvm cannot boot a Linux guest: no hardware
 demo: virtualization module (kvm_intel, kvm_amd) is loaded${provider:+; KVM comes from $provider}.
 demo: Boot Linux guests in the L1 rig instead (a QEMU VM with a real KVM inside):
-demo:   cargo run -p mercury-rig -- run linux-boot
+demo:   cargo run -p mercury-rig -- run linux-boot     (or: run cluster)
 demo: (docs/RIG.md). MERCURY_DEMO_FORCE=1 tries anyway.
 EOF
   exit 1
@@ -40,5 +47,12 @@ case "${1:-test-guest}" in
     exec "$mercury" run --kernel "$(guest-images/build linux-kernel)" \
       --initrd "$(guest-images/build initramfs)" --vcpus 2 --memory 256 \
       --cmdline "console=ttyS0 reboot=k panic=1 mercury.action=shell" ;;
-  *) echo "usage: scripts/demo.sh [test-guest|linux]" >&2; exit 2 ;;
+  cluster)
+    images=/var/lib/mercury/images
+    install -D -m 0644 "$(guest-images/build linux-kernel)" "$images/vmlinux"
+    node=$(guest-images/build node-rootfs)
+    # A sparse copy: the image is mostly holes.
+    [[ "$images/node.ext4" -nt "$node" ]] || cp --sparse=always "$node" "$images/node.ext4"
+    exec "$mercury" cluster up -f examples/cluster.yaml ;;
+  *) echo "usage: scripts/demo.sh [test-guest|linux|cluster]" >&2; exit 2 ;;
 esac
