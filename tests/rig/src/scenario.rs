@@ -13,6 +13,7 @@
 //! # rig-smp: 2                                      L1 vCPUs (default 2)
 //! # rig-timeout: 600                                seconds for the whole L1 run (default 600)
 //! # rig-expect: kvm-dev mercury-help                checks that must report a RIG-RESULT
+//! # rig-arch: aarch64                               L1's architecture (default x86_64, crate::arch)
 //! ```
 //!
 //! A key may repeat; list values accumulate. Unknown `rig-` keys are errors,
@@ -22,6 +23,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::arch::Arch;
 
 /// Default L1 RAM (MiB).
 pub const DEFAULT_MEMORY_MIB: u32 = 2048;
@@ -65,6 +68,8 @@ pub enum ScenarioError {
 /// What a scenario declares in its header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// L1's architecture (`# rig-arch:`, default x86_64).
+    pub arch: Arch,
     pub images: Vec<String>,
     pub modules: Vec<String>,
     /// Extra static binaries, from [`crate::inputs::TOOLS`].
@@ -78,6 +83,7 @@ pub struct Header {
 impl Default for Header {
     fn default() -> Self {
         Header {
+            arch: Arch::X86_64,
             images: Vec::new(),
             modules: Vec::new(),
             tools: Vec::new(),
@@ -194,6 +200,7 @@ pub fn parse_header(name: &str, script: &str) -> Result<Header, ScenarioError> {
             "memory" => header.memory_mib = number()?,
             "smp" => header.smp = number()?,
             "timeout" => header.timeout = Duration::from_secs(u64::from(number()?)),
+            "arch" => header.arch = value.parse().map_err(|_| bad())?,
             _ => {
                 return Err(ScenarioError::UnknownKey {
                     name: name.to_string(),
@@ -263,6 +270,13 @@ mod tests {
         assert_eq!(header.smp, 1);
         assert_eq!(header.timeout, Duration::from_secs(900));
         assert_eq!(header.expect, ["a", "b", "c"]);
+        assert_eq!(header.arch, Arch::X86_64);
+        let arm = parse_header("x", "# rig-arch: aarch64\n").unwrap();
+        assert_eq!(arm.arch, Arch::Aarch64);
+        assert!(matches!(
+            parse_header("x", "# rig-arch: sparc\n"),
+            Err(ScenarioError::BadValue { ref value, .. }) if value == "sparc"
+        ));
     }
 
     #[test]
