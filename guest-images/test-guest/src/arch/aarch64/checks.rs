@@ -331,12 +331,18 @@ fn smp(boot: &Boot) {
         // any secondary is started, so nothing else writes them now.
         unsafe { write_volatile(slots.add(index), 0) };
     }
+    let deadline = now_us() + SMP_WAIT_US;
     for (index, &reg) in regs[..kept].iter().enumerate() {
         if reg != me {
+            // A CPU from an earlier `smp` may still be on its way off.
+            while boot.conduit.call(psci::AFFINITY_INFO_64, reg, 0, 0) != psci::AFFINITY_OFF
+                && now_us() < deadline
+            {
+                core::hint::spin_loop();
+            }
             started[index] = boot.conduit.call(psci::CPU_ON_64, reg, entry, index as u64);
         }
     }
-    let deadline = now_us() + SMP_WAIT_US;
     let arrived = |index: usize| {
         // SAFETY: a volatile read of a slot the secondary writes.
         unsafe { read_volatile(addr_of!(CHECKIN[index])) }

@@ -5,10 +5,14 @@ use core::arch::asm;
 
 use super::fdt::{self, Fdt};
 
-/// PSCI 0.2+ function ids (32-bit calls, and CPU_ON's 64-bit one).
+/// PSCI 0.2+ function ids (32-bit calls, and the 64-bit CPU_ON and
+/// AFFINITY_INFO).
 pub const PSCI_VERSION: u32 = 0x8400_0000;
 pub const CPU_OFF: u32 = 0x8400_0002;
 pub const CPU_ON_64: u32 = 0xc400_0003;
+pub const AFFINITY_INFO_64: u32 = 0xc400_0004;
+/// AFFINITY_INFO's answer for a CPU that is off.
+pub const AFFINITY_OFF: i64 = 1;
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
 
 /// How PSCI is called.
