@@ -282,7 +282,19 @@ mod tests {
             .unwrap()
             .finish()
             .unwrap();
+        // An aarch64 L1 without $MERCURY_BIN_AARCH64: everything but mercury.
+        let without = Payload {
+            mercury: None,
+            ..payload
+        };
+        let (no_mercury, _) = assemble(CpioWriter::new(Vec::new()), &without, &applets)
+            .unwrap()
+            .finish()
+            .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+        let no_mercury = String::from_utf8_lossy(&no_mercury);
+        assert!(!no_mercury.contains("bin/mercury\0"));
+        assert!(no_mercury.contains("bin/busybox\0") && no_mercury.contains("init\0"));
 
         let text = String::from_utf8_lossy(&bytes);
         for name in [
