@@ -36,7 +36,9 @@ for n in 1 2; do
         rig_show $err 15 "mercury stderr"
     fi
     if grep -a -q 'MERCURY-GUEST INIT' $log; then
-        rig_pass smp$n-init "MERCURY-GUEST INIT"
+        # The kernel's own time stamp when it started /init.
+        at=$(grep -a -m 1 'Run /init' $log | sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p')
+        rig_pass smp$n-init "MERCURY-GUEST INIT, kernel ran /init at ${at:-?} s, $(grep -a -m 1 'printk: .*console .*enabled' $log | sed 's/^\[[^]]*\] //')"
     else
         rig_fail smp$n-init "no 'MERCURY-GUEST INIT' on the guest console"
         rig_show $log 30 "guest console"
