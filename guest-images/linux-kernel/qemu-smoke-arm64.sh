@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Boot the arm64 guest kernel (Image) + the arm64 initramfs under
-# qemu-system-aarch64 -M virt (TCG, no KVM needed) once per case and check
-# what the guest reported on its console (the virt board's PL011, ttyAMA0).
+# Boot the arm64 guest kernel (Image) + the arm64 initramfs, and the aarch64
+# test guest, under qemu-system-aarch64 -M virt (TCG, no KVM needed) once per
+# case and check what the guest reported on its console (the virt board's
+# PL011, ttyAMA0).
 # Not a mercury test: it checks the images themselves, as qemu-smoke.sh does
 # for x86_64. Ends with "N passed, N failed"; exit status 1 if any failed.
 #
@@ -23,6 +24,7 @@ fi
 
 image=$("$images/build" linux-kernel-arm64)
 initramfs=$("$images/build" initramfs-arm64)
+test_guest=$("$images/build" test-guest-arm64)
 disk=$logs/disk.img
 truncate -s 8M "$disk"
 
@@ -38,7 +40,7 @@ run() {
   start=$(date +%s.%N)
   # shellcheck disable=SC2086 # qargs is a word list on purpose
   timeout 300 qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -m 256 -nographic -no-reboot $qargs \
-    -kernel "$image" -initrd "$initramfs" \
+    -kernel "${kernel:-$image}" -initrd "$initramfs" \
     -append "console=ttyAMA0 panic=1 $extra" >"$log" 2>&1 && rc=0 || rc=$?
   for pat in "$@"; do
     grep -Eq -- "$pat" <(tr -d '\r' <"$log") || { echo "  $name: no line matches /$pat/" >&2; ok=0; }
@@ -63,7 +65,7 @@ type_into_shell() {
 
 info='MERCURY-GUEST INFO memtotal_kb=2[0-9]{5} nproc='
 selected() { [ $# -eq 0 ] || [[ " $* " == *" $case "* ]]; }
-cases="poweroff-smp2 reboot devices"
+cases="poweroff-smp2 reboot devices test-guest"
 for case in $cases; do
   selected "$@" || continue
   rm -f "$logs/$case.log"
@@ -82,6 +84,12 @@ for case in $cases; do
         'GICv3: ' 'arch_timer: cp15 timer' 'rtc-pl031 [0-9a-f]+\.pl031: registered as rtc0' \
         'virtio_blk virtio[0-9]+: \[vda\]' '^RNG virtio_rng\.[0-9]+$' 'reboot: Power down' \
         < <(type_into_shell 'echo RNG $(cat /sys/class/misc/hw_random/rng_current)') ;;
+    test-guest)     # the aarch64 no_std test guest (not Linux; the initrd is
+      # ignored): its checks against what the virt board's FDT describes; no
+      # boot timer there, so no timer check. SYSTEM_OFF ends QEMU.
+      kernel=$test_guest run "$case" 0 "-smp 4" "checks=serial,memory,cpu,smp,compute expect_mib=256" \
+        '^CHECK serial PASS uart=pl011 ' '^CHECK memory PASS mib=256 ' '^CHECK cpu PASS .* fdt_cpus=4 in_fdt=1 ' \
+        '^CHECK smp PASS cpus=4 expected=4 ' '^CHECK compute PASS ' '^TEST-GUEST END' ;;
   esac
 done
 echo "$passed passed, $failed failed"
