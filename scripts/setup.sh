@@ -15,6 +15,7 @@ QEMU_VERSION='1:10.0.2+ds-2+deb13u1~bpo12+1'
 SEABIOS_VERSION='1.16.3-2~bpo12+1'
 pinned=(
   "qemu-system-x86=$QEMU_VERSION"
+  "qemu-system-arm=$QEMU_VERSION"
   "qemu-system-common=$QEMU_VERSION"
   "qemu-system-data=$QEMU_VERSION"
   "seabios=$SEABIOS_VERSION"
@@ -24,13 +25,16 @@ pinned=(
 # for initramfs images, util-linux for setpriv (a test drops privileges),
 # iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules,
 # libssl-dev and pkg-config for git2's https (`mercury cluster reconcile
-# --git`), musl-tools for the C in the static musl mercury (libgit2, zlib);
-# dosfstools (fsck.vfat), openssl, iputils-ping and shellcheck for the
-# cluster seed, secrets and join-bundle tests.
+# --git`), musl-tools for the C in the static musl mercury (libgit2, zlib),
+# e2fsprogs for the rig's scratch disks; dosfstools (fsck.vfat), openssl,
+# iputils-ping and shellcheck for the cluster seed, secrets and join-bundle
+# tests; the arm64 cross compiler and C library for the arm64 guest kernel
+# and the arm64 rig's static KVM probe.
 # The python3-* libraries are the ones cloud-init's modules (below) import.
 packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
   libssl-dev pkg-config musl-tools e2fsprogs
   dosfstools openssl iputils-ping shellcheck
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces
   python3-oauthlib python3-requests python3-serial python3-yaml)
 
@@ -57,6 +61,15 @@ Suites: $BACKPORTS
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
+  apt_update
+fi
+
+# arm64 packages for the arm64 rig (its L1 kernel, busybox-static:arm64) are
+# fetched with `apt-get download PKG:arm64`, which needs the architecture.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  echo "setup: adding the dpkg architecture arm64" >&2
+  dpkg --add-architecture arm64
+  updated=
   apt_update
 fi
 
@@ -88,8 +101,9 @@ if ((${#stale[@]})); then
   fi
 fi
 
-# Rust targets: the no_std test guest and the static mercury used in the rig.
-for t in x86_64-unknown-none x86_64-unknown-linux-musl; do
+# Rust targets: the no_std test guest (x86_64 and aarch64) and the static
+# mercury used in the rig.
+for t in x86_64-unknown-none aarch64-unknown-none x86_64-unknown-linux-musl; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
 done
 

@@ -3,6 +3,9 @@
 # to stderr).
 #
 #   build.sh initramfs   -> .../initramfs.cpio  (uncompressed newc)
+#   build.sh initramfs-arm64 -> .../initramfs.cpio  the same for arm64 guests:
+#                           busybox-static:arm64, no guest-tool (it is an
+#                           x86_64 binary: the vsock and TCP guest tests need it)
 #
 # Contents: Debian's busybox-static, /init = init.sh, /guest-test.sh (device
 # tests), /bin/guest-tool (../guest-tool: vsock and TCP test peer), the
@@ -12,12 +15,16 @@
 # guest-test.sh, initramfs.list, mkcpio.py, the guest-tool binary and the
 # busybox-static package version. Layout under
 # $MERCURY_CACHE/initramfs/ (default ~/.cache/mercury):
-#   src/busybox-static_<ver>_amd64.deb   the downloaded package
+#   src/busybox-static_<ver>_{amd64,arm64}.deb   the downloaded packages
 #   <key>/initramfs.cpio                 present only when complete
 set -euo pipefail
 
 target=${1:-initramfs}
-[ "$target" = initramfs ] || { echo "usage: $0 initramfs" >&2; exit 2; }
+case "$target" in
+  initramfs) debarch=amd64 arch=x86_64 ;;
+  initramfs-arm64) debarch=arm64 arch=aarch64 ;;
+  *) echo "usage: $0 initramfs|initramfs-arm64" >&2; exit 2 ;;
+esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pkg=busybox-static
@@ -42,9 +49,10 @@ trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 ensure_tools
 ver=$(apt_candidate "$pkg")
-guest_tool=$("$here/../guest-tool/build.sh")
+guest_tool=/dev/null
+[ "$arch" = x86_64 ] && guest_tool=$("$here/../guest-tool/build.sh")
 key=$( { sha256sum "$0" "$here/../lib.sh" "$here/init.sh" "$here/guest-test.sh" "$here/initramfs.list" "$here/mkcpio.py" "$guest_tool" | cut -d' ' -f1
-         echo "$pkg=$ver"; } | sha256sum | cut -c1-16)
+         echo "$pkg=$ver"; [ "$arch" = x86_64 ] || echo "$arch"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 artifact=$out/initramfs.cpio
 if [ -f "$artifact" ]; then
@@ -57,21 +65,39 @@ mkdir -p "$cache/src"
 # The epoch ("1:") is not part of Debian's file names.
 deb=$cache/src/${pkg}_${ver#*:}_amd64.deb
 apt_fetch "$pkg" "$ver" "$deb"
+# The host runs only the amd64 busybox, which lists the applets (the same
+# Debian version has the same applets on every architecture).
+lister_deb=$deb
+if [ "$debarch" != amd64 ]; then
+  deb=$cache/src/${pkg}_${ver#*:}_$debarch.deb
+  apt_fetch "$pkg:$debarch" "$ver" "$deb"
+fi
 
 tmp=$(mktemp -d "$cache/.build.XXXXXX")
 stage=$tmp/stage
 mkdir -p "$stage/bin"
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./bin/busybox >"$stage/bin/busybox"
 chmod 0755 "$stage/bin/busybox"
+mkdir "$tmp/lister"
+dpkg-deb --fsys-tarfile "$lister_deb" | tar -xO ./bin/busybox >"$tmp/lister/busybox"
+chmod 0755 "$tmp/lister/busybox"
 cp "$here/init.sh" "$stage/init.sh"
 cp "$here/guest-test.sh" "$stage/guest-test.sh"
-cp "$guest_tool" "$stage/bin/guest-tool"
+# init.sh reads the architecture (the boot timer is found differently).
+mkdir -p "$stage/etc"
+echo "$arch" >"$stage/etc/mercury-arch"
 
 list=$tmp/initramfs.list
-cp "$here/initramfs.list" "$list"
+if [ "$arch" = x86_64 ]; then
+  cp "$guest_tool" "$stage/bin/guest-tool"
+  cp "$here/initramfs.list" "$list"
+else
+  grep -v '^file /bin/guest-tool ' "$here/initramfs.list" >"$list"
+fi
+printf 'dir /etc 0755 0 0\nfile /etc/mercury-arch etc/mercury-arch 0644 0 0\n' >>"$list"
 # One symlink per applet, to the absolute /bin/busybox (valid from any dir).
 # (Debian's list names bin/busybox itself, which is the file, not a link.)
-"$stage/bin/busybox" --list-full | LC_ALL=C sort | while read -r applet; do
+"$tmp/lister/busybox" --list-full | LC_ALL=C sort | while read -r applet; do
   [ "$applet" = bin/busybox ] || echo "slink /$applet /bin/busybox 0777 0 0"
 done >>"$list"
 grep -q '^slink /bin/sh ' "$list" || die "busybox lists no sh applet"

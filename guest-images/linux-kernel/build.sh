@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the x86_64 microVM guest kernel from Debian's linux-source-6.1 and
-# print the path of one artifact on stdout (all chatter goes to stderr).
+# Build the microVM guest kernel (x86_64, or arm64 cross-built) from Debian's
+# linux-source-6.1 and print the path of one artifact on stdout (all chatter
+# goes to stderr).
 #
 #   build.sh linux-kernel    -> .../vmlinux  (ELF, with the PVH entry note)
 #   build.sh linux-bzimage   -> .../bzImage  (made by the same build)
@@ -11,31 +12,49 @@
 #                               CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, as a
 #                               distribution kernel may be: it finds its
 #                               virtio devices through ACPI only
+#   build.sh linux-kernel-arm64 -> .../Image  (arm64 Image of
+#                               microvm-aarch64.config, cross-built with
+#                               gcc-aarch64-linux-gnu: ARCH=arm64
+#                               CROSS_COMPILE=aarch64-linux-gnu-)
 #
 # Inputs hashed into the cache key: this script, ../lib.sh, drop-pvh-note.py,
-# microvm-x86_64.config, the linux-source-6.1 package version and the
-# compiler version. Layout under
-# $MERCURY_CACHE/linux-kernel/ (default ~/.cache/mercury):
+# the config fragment (microvm-x86_64.config or microvm-aarch64.config), the
+# linux-source-6.1 package version and the compiler version. Layout under
+# $MERCURY_CACHE/linux-kernel/ (default ~/.cache/mercury), for x86_64; arm64
+# has the same layout under $MERCURY_CACHE/linux-kernel-arm64/ but for src/,
+# which it shares with x86_64 (each architecture's clean-up below touches
+# only its own kbuild trees):
 #   src/linux-source-6.1_<ver>_all.deb   the downloaded package
 #   src/linux-source-6.1_<ver>/          its unpacked tree (read-only; builds use O=)
 #   obj-<ver>/                           kbuild output tree, reused between builds
 # (src and obj of other versions are removed after a successful build)
 #   <key>/{vmlinux,vmlinux-elf64,bzImage,config,...}   finished artifacts; present only when complete
+#   <key>/{Image,config,System.map,...}                 the same for arm64
 # Every step writes to a temporary name and renames, so an interrupted build
-# never leaves something that looks finished. A lock serialises builds.
+# never leaves something that looks finished. A lock (per architecture)
+# serialises builds.
 set -euo pipefail
 
 target=${1:-linux-kernel}
 case "$target" in
   linux-kernel|linux-bzimage|linux-elf64) variant=default ;;
   linux-kernel-acpi) variant=acpi ;;
-  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-acpi" >&2; exit 2 ;;
+  linux-kernel-arm64) variant=arm64 ;;
+  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-acpi|linux-kernel-arm64" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fragment=$here/microvm-x86_64.config
+# kbuild's ARCH and the cross-compiler prefix per variant.
+arch=x86_64 cross=""
+if [ "$variant" = arm64 ]; then
+  fragment=$here/microvm-aarch64.config
+  arch=arm64 cross=aarch64-linux-gnu-
+fi
 pkg=linux-source-6.1
-cache=${MERCURY_CACHE:-$HOME/.cache/mercury}/linux-kernel
+src_cache=${MERCURY_CACHE:-$HOME/.cache/mercury}/linux-kernel
+cache=$src_cache
+[ "$variant" = arm64 ] && cache=$src_cache-arm64
 log() { echo "linux-kernel: $*" >&2; }
 # shellcheck source=../lib.sh
 . "$here/../lib.sh"
@@ -54,6 +73,7 @@ ensure_tools() {
   command -v flock >/dev/null || need+=(util-linux)
   command -v sha256sum >/dev/null || need+=(coreutils)
   [ -e /usr/include/libelf.h ] || need+=(libelf-dev)     # objtool (ORC unwinder)
+  [ -z "$cross" ] || command -v "${cross}gcc" >/dev/null || need+=(gcc-aarch64-linux-gnu)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt_install "${need[@]}"
@@ -63,12 +83,12 @@ ensure_tools() {
 # Download (once) and unpack (once) the source tree of version $1 into $src.
 fetch_source() {
   local ver=$1 deb tree
-  deb=$cache/src/${pkg}_${ver}_all.deb
-  tree=$cache/src/${pkg}_${ver}
-  mkdir -p "$cache/src"
+  deb=$src_cache/src/${pkg}_${ver}_all.deb
+  tree=$src_cache/src/${pkg}_${ver}
+  mkdir -p "$src_cache/src"
   apt_fetch "$pkg" "$ver" "$deb"
   if [ ! -f "$tree/Makefile" ]; then
-    tmp=$(mktemp -d "$cache/src/.unpack.XXXXXX")
+    tmp=$(mktemp -d "$src_cache/src/.unpack.XXXXXX")
     log "unpacking $(basename "$deb")"
     dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/src/$pkg.tar.xz" | tar -xJ -C "$tmp" ||
       { rm -rf "$tmp"; die "cannot unpack $deb"; }
@@ -116,7 +136,7 @@ if [ "$variant" = acpi ]; then
   trap '[ -z "$tmp" ] || rm -rf "$tmp"; rm -f "$generated"' EXIT
 fi
 ver=$(apt_candidate "$pkg")
-compiler=$(gcc --version | head -n1)
+compiler=$("${cross}gcc" --version | head -n1)
 key=$( { sha256sum "$0" "$here/../lib.sh" "$here/drop-pvh-note.py" "$fragment" | cut -d' ' -f1; echo "$pkg=$ver"; echo "$compiler"; } |
        sha256sum | cut -c1-16)
 out=$cache/$key
@@ -124,8 +144,13 @@ case "$target" in
   linux-kernel|linux-kernel-acpi) artifact=$out/vmlinux ;;
   linux-bzimage) artifact=$out/bzImage ;;
   linux-elf64) artifact=$out/vmlinux-elf64 ;;
+  linux-kernel-arm64) artifact=$out/Image ;;
 esac
-complete() { [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-elf64" ] && [ -f "$out/bzImage" ]; }
+if [ "$variant" = arm64 ]; then
+  complete() { [ -f "$out/Image" ]; }
+else
+  complete() { [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-elf64" ] && [ -f "$out/bzImage" ]; }
+fi
 
 if complete; then
   log "cached ($pkg $ver, key $key)"
@@ -146,7 +171,7 @@ mkdir -p "$obj"
 buildlog=$cache/build-$key.log
 kmake() {
   # Reproducible version string; no host name or date baked in.
-  nice -n 10 make -C "$src" O="$obj" ARCH=x86_64 \
+  nice -n 10 make -C "$src" O="$obj" ARCH="$arch" ${cross:+CROSS_COMPILE="$cross"} \
     KBUILD_BUILD_USER=mercury KBUILD_BUILD_HOST=mercury \
     KBUILD_BUILD_TIMESTAMP="$pkg $ver" "$@" >>"$buildlog" 2>&1 ||
     { tail -n 40 "$buildlog" >&2; die "make $* failed; full log: $buildlog"; }
@@ -157,17 +182,27 @@ kmake allnoconfig KCONFIG_ALLCONFIG="$fragment"
 kmake olddefconfig
 verify_config "$obj/.config"
 log "building with $(nproc) jobs, log: $buildlog"
-kmake -j"$(nproc)" vmlinux bzImage
-
-grep -q 'Xen.*0x00000012' <(readelf -n "$obj/vmlinux") ||
-  die "vmlinux lacks the PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"
+if [ "$variant" = arm64 ]; then
+  kmake -j"$(nproc)" Image
+  # The arm64 boot protocol's header: "ARM\x64" at offset 56.
+  [ "$(dd if="$obj/arch/arm64/boot/Image" bs=1 skip=56 count=4 2>/dev/null | od -An -tx1 | tr -d ' ')" = 41524d64 ] ||
+    die "arch/arm64/boot/Image has no arm64 Image header (magic ARM\\x64 at 56)"
+else
+  kmake -j"$(nproc)" vmlinux bzImage
+  grep -q 'Xen.*0x00000012' <(readelf -n "$obj/vmlinux") ||
+    die "vmlinux lacks the PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"
+fi
 
 tmp=$(mktemp -d "$cache/.out.XXXXXX")
 chmod 0755 "$tmp"
-cp "$obj/vmlinux" "$tmp/vmlinux"
-python3 "$here/drop-pvh-note.py" "$tmp/vmlinux" "$tmp/vmlinux-elf64" ||
-  die "cannot derive vmlinux-elf64"
-cp "$obj/arch/x86/boot/bzImage" "$tmp/bzImage"
+if [ "$variant" = arm64 ]; then
+  cp "$obj/arch/arm64/boot/Image" "$tmp/Image"
+else
+  cp "$obj/vmlinux" "$tmp/vmlinux"
+  python3 "$here/drop-pvh-note.py" "$tmp/vmlinux" "$tmp/vmlinux-elf64" ||
+    die "cannot derive vmlinux-elf64"
+  cp "$obj/arch/x86/boot/bzImage" "$tmp/bzImage"
+fi
 cp "$obj/.config" "$tmp/config"
 cp "$obj/System.map" "$tmp/System.map"
 echo "$pkg $ver" >"$tmp/source-version"
@@ -175,11 +210,15 @@ rm -rf "$out"
 mv -T "$tmp" "$out"
 tmp=""
 # Source trees and kbuild trees of other versions are ~2 GB of dead weight.
-for old in "$cache"/src/"${pkg}"_* "$cache"/obj-*; do
+for old in "$src_cache"/src/"${pkg}"_* "$cache"/obj-*; do
   case "$old" in
-    "$cache/src/${pkg}_${ver}"|"$cache/src/${pkg}_${ver}_all.deb"|"$obj") ;;
+    "$src_cache/src/${pkg}_${ver}"|"$src_cache/src/${pkg}_${ver}_all.deb"|"$obj") ;;
     *) [ -e "$old" ] && { log "removing $old (not $pkg $ver)"; rm -rf "$old"; } ;;
   esac
 done
-log "built in $(( $(date +%s) - start )) s: vmlinux $(stat -c %s "$out/vmlinux") bytes, bzImage $(stat -c %s "$out/bzImage") bytes"
+if [ "$variant" = arm64 ]; then
+  log "built in $(( $(date +%s) - start )) s: Image $(stat -c %s "$out/Image") bytes"
+else
+  log "built in $(( $(date +%s) - start )) s: vmlinux $(stat -c %s "$out/vmlinux") bytes, bzImage $(stat -c %s "$out/bzImage") bytes"
+fi
 echo "$artifact"

@@ -6,6 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::arch::Arch;
 use crate::cache::Cache;
 use crate::command::{run, CommandError};
 
@@ -56,7 +57,9 @@ pub struct L1Kernel {
     pub note: Option<String>,
 }
 
-/// Fetches (once) and unpacks (once) `package`.
+/// Fetches (once) and unpacks (once) `package`. A package qualified with
+/// an architecture (`busybox-static:arm64`) matches only that
+/// architecture's cached `.deb` (or an `_all` one).
 pub fn fetch(cache: &Cache, package: &str) -> Result<Unpacked, DebianError> {
     let deb = match cached_deb(&cache.debs(), package)? {
         Some(deb) => deb,
@@ -78,19 +81,26 @@ pub fn fetch(cache: &Cache, package: &str) -> Result<Unpacked, DebianError> {
     })
 }
 
-/// `package` (`rig run --l1-kernel`), else the pinned L1 kernel, or the
-/// newest of [`L1_KERNEL_SERIES`] when apt no longer has the pinned ABI
-/// (recorded in [`L1Kernel::note`]). An explicitly named package has no
-/// fallback: a measurement must run on the kernel it names.
-pub fn l1_kernel(cache: &Cache, package: Option<&str>) -> Result<L1Kernel, DebianError> {
-    let (unpacked, note) = match (package, fetch(cache, package.unwrap_or(L1_KERNEL_PACKAGE))) {
+/// `package` (`rig run --l1-kernel`), else `arch`'s pinned L1 kernel
+/// ([`Arch::kernel_package`]), or the newest of its series when apt no
+/// longer has the pinned ABI (recorded in [`L1Kernel::note`]). An explicitly
+/// named package has no fallback: a measurement must run on the kernel it
+/// names. Packages are fetched for `arch` (`PACKAGE:arm64`).
+pub fn l1_kernel(
+    cache: &Cache,
+    arch: Arch,
+    package: Option<&str>,
+) -> Result<L1Kernel, DebianError> {
+    let pinned = arch.kernel_package();
+    let wanted = arch.qualify(package.unwrap_or(pinned));
+    let (unpacked, note) = match (package, fetch(cache, &wanted)) {
         (_, Ok(unpacked)) => (unpacked, None),
         (Some(_), Err(err)) => return Err(err),
         (None, Err(pinned_err)) => {
-            let newest = newest_in_series()
+            let newest = newest_in_series(arch.kernel_series())
                 .map_err(|e| DebianError::NoKernel(format!("{pinned_err}; {e}")))?;
-            let note = format!("{L1_KERNEL_PACKAGE} is unavailable ({pinned_err}); using {newest}");
-            (fetch(cache, &newest)?, Some(note))
+            let note = format!("{pinned} is unavailable ({pinned_err}); using {newest}");
+            (fetch(cache, &arch.qualify(&newest))?, Some(note))
         }
     };
     let modules_dir = unpacked.root.join("lib/modules");
@@ -122,9 +132,9 @@ pub fn l1_kernel(cache: &Cache, package: Option<&str>) -> Result<L1Kernel, Debia
     })
 }
 
-/// The newest package of [`L1_KERNEL_SERIES`] apt knows.
-fn newest_in_series() -> Result<String, DebianError> {
-    let (prefix, suffix) = L1_KERNEL_SERIES;
+/// The newest package of `series` apt knows.
+fn newest_in_series(series: (&str, &str)) -> Result<String, DebianError> {
+    let (prefix, suffix) = series;
     let pattern = format!("^{}[0-9]+{}$", regex_quote(prefix), regex_quote(suffix));
     let output = run(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
     let names: Vec<String> = String::from_utf8_lossy(&output.stdout)
@@ -132,7 +142,7 @@ fn newest_in_series() -> Result<String, DebianError> {
         .filter_map(|line| line.split_whitespace().next())
         .map(str::to_string)
         .collect();
-    newest(&names, L1_KERNEL_SERIES)
+    newest(&names, series)
         .ok_or_else(|| DebianError::NoKernel(format!("apt-cache search '{pattern}' found none")))
 }
 
@@ -165,7 +175,11 @@ fn cached_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, DebianError
     if !debs.is_dir() {
         return Ok(None);
     }
-    let prefix = format!("{package}_");
+    let (name, arch) = match package.split_once(':') {
+        Some((name, arch)) => (name, Some(arch)),
+        None => (package, None),
+    };
+    let prefix = format!("{name}_");
     let mut found: Vec<PathBuf> = fs::read_dir(debs)
         .map_err(|source| DebianError::Io {
             path: debs.to_path_buf(),
@@ -175,11 +189,21 @@ fn cached_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, DebianError
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with(&prefix) && name.ends_with(".deb")
+            deb_matches(&name, &prefix, arch)
         })
         .collect();
     found.sort();
     Ok(found.pop())
+}
+
+/// Whether the file `name` is a `.deb` of the package `<prefix>...` for
+/// `arch` (any architecture when `None`): `<name>_<version>_<arch>.deb`.
+fn deb_matches(name: &str, prefix: &str, arch: Option<&str>) -> bool {
+    name.starts_with(prefix)
+        && match arch {
+            Some(arch) => name.ends_with(&format!("_{arch}.deb")) || name.ends_with("_all.deb"),
+            None => name.ends_with(".deb"),
+        }
 }
 
 /// `apt-get download` into a private directory, then moved into `debs`, so
@@ -264,7 +288,33 @@ mod tests {
         assert_eq!(newest(&names[4..], L1_KERNEL_SERIES), None);
         assert_eq!(regex_quote("linux-image-6.12."), "linux-image-6\\.12\\.");
         assert_eq!(regex_quote("+deb12"), "\\+deb12");
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let (prefix, suffix) = arch.kernel_series();
+            assert!(arch.kernel_package().starts_with(prefix));
+            assert!(arch.kernel_package().ends_with(suffix));
+        }
         let (prefix, suffix) = L1_KERNEL_SERIES;
         assert!(L1_KERNEL_PACKAGE.starts_with(prefix) && L1_KERNEL_PACKAGE.ends_with(suffix));
+    }
+
+    #[test]
+    fn a_qualified_package_finds_only_its_architecture() {
+        let amd64 = "busybox-static_1%3a1.35.0-4+b3_amd64.deb";
+        let arm64 = "busybox-static_1%3a1.35.0-4+deb12u1+b1_arm64.deb";
+        let prefix = "busybox-static_";
+        assert!(deb_matches(amd64, prefix, Some("amd64")));
+        assert!(!deb_matches(arm64, prefix, Some("amd64")));
+        assert!(deb_matches(arm64, prefix, Some("arm64")));
+        assert!(deb_matches(arm64, prefix, None));
+        assert!(deb_matches(
+            "linux-source-6.1_6.1.192-3_all.deb",
+            "linux-source-6.1_",
+            Some("arm64")
+        ));
+        assert!(!deb_matches(
+            "busybox-static_1.35_arm64.tar",
+            prefix,
+            Some("arm64")
+        ));
     }
 }

@@ -8,6 +8,8 @@ const ELFDATA2LSB: u8 = 1;
 const PT_INTERP: u32 = 3;
 /// `e_machine` of x86_64.
 pub const EM_X86_64: u16 = 62;
+/// `e_machine` of an aarch64 ELF.
+pub const EM_AARCH64: u16 = 183;
 
 /// Errors from reading an ELF image.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 //! ```text
 //! /init                 generated: mounts, insmod, /dev/kvm check, scenario, RIG-DONE, poweroff
 //! /bin/busybox          + one symlink per applet (/bin/sh, /bin/insmod, ...)
-//! /bin/mercury          the static launcher
+//! /bin/mercury          the static launcher (aarch64 L1s: only when supplied)
 //! /bin/<tool>           the scenario's `# rig-tools:` (boot-harness, compare-vmm, control-vmm)
 //! /opt/control-vmm/     with control-vmm: the host's QEMU, its libraries and firmware
 //! /lib/modules/<m>.ko   uncompressed, loaded in this order by /init
@@ -54,7 +54,12 @@ pub enum InitramfsError {
 pub struct Payload<'a> {
     pub scenario: &'a Scenario,
     pub busybox: &'a Path,
-    pub mercury: &'a Path,
+    /// A busybox that runs on this host, of the same Debian version as
+    /// `busybox`, which lists the applets (`busybox` itself, unless L1 is
+    /// another architecture).
+    pub applet_lister: &'a Path,
+    /// `None`: no `/bin/mercury` (an aarch64 L1 without `$MERCURY_BIN_AARCH64`).
+    pub mercury: Option<&'a Path>,
     /// `(name, host path)`: static binaries installed as `/bin/<name>`.
     pub tools: &'a [(String, PathBuf)],
     /// Loaded by /init in this order (dependencies first).
@@ -78,7 +83,7 @@ pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>, InitramfsError> {
 
 /// Writes the initramfs to `path` and returns its size in bytes.
 pub fn write(path: &Path, payload: &Payload) -> Result<u64, InitramfsError> {
-    let applets = busybox_applets(payload.busybox)?;
+    let applets = busybox_applets(payload.applet_lister)?;
     let file = File::create(path).map_err(|source| InitramfsError::Create {
         path: path.to_path_buf(),
         source,
@@ -120,7 +125,9 @@ fn assemble<W: io::Write>(
     }
     cpio.symlink("sbin", "bin")?;
     cpio.symlink("usr", ".")?;
-    cpio.file_from("bin/mercury", 0o755, payload.mercury)?;
+    if let Some(mercury) = payload.mercury {
+        cpio.file_from("bin/mercury", 0o755, mercury)?;
+    }
     for (name, host_path) in payload.tools {
         cpio.file_from(&format!("bin/{name}"), 0o755, host_path)?;
     }
@@ -205,11 +212,8 @@ poweroff -f
 sleep 30
 "#,
         heartbeat = crate::qemu::HEARTBEAT_PERIOD.as_secs(),
-        modules = if modules.is_empty() {
-            String::from("''")
-        } else {
-            modules.join(" ")
-        },
+        // `for m in ; do` runs its body zero times.
+        modules = modules.join(" "),
     )
 }
 
@@ -229,6 +233,8 @@ mod tests {
         assert!(init[done..].contains("poweroff -f"));
         // Format escapes must not leak into the shell text.
         assert!(!init.contains("{{") && init.contains("{print $2}"));
+        // No modules (an aarch64 L1: KVM is built in): the loop runs zero times.
+        assert!(init_script("arm64-smoke", &[]).contains("for m in ; do"));
     }
 
     #[test]
@@ -260,7 +266,8 @@ mod tests {
         let payload = Payload {
             scenario: &scenario,
             busybox: &busybox,
-            mercury: &mercury,
+            applet_lister: &busybox,
+            mercury: Some(&mercury),
             tools: &tools,
             modules: &modules,
             images: &images,
@@ -275,7 +282,19 @@ mod tests {
             .unwrap()
             .finish()
             .unwrap();
+        // An aarch64 L1 without $MERCURY_BIN_AARCH64: everything but mercury.
+        let without = Payload {
+            mercury: None,
+            ..payload
+        };
+        let (no_mercury, _) = assemble(CpioWriter::new(Vec::new()), &without, &applets)
+            .unwrap()
+            .finish()
+            .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+        let no_mercury = String::from_utf8_lossy(&no_mercury);
+        assert!(!no_mercury.contains("bin/mercury\0"));
+        assert!(no_mercury.contains("bin/busybox\0") && no_mercury.contains("init\0"));
 
         let text = String::from_utf8_lossy(&bytes);
         for name in [

@@ -8,9 +8,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::arch::Arch;
 use crate::cache::Cache;
 use crate::command::{run, CommandError};
-use crate::elf::{Elf, ElfError, EM_X86_64};
+use crate::elf::{Elf, ElfError};
 
 /// The target whose binaries run in L1 without a dynamic loader.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -18,7 +19,12 @@ pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// The extra binaries a scenario can ask for (`# rig-tools:`), each
 /// installed in L1 as `/bin/<name>`: static ones, and the host's QEMU with
 /// its libraries as the control VMM ([`crate::control`]).
-pub const TOOLS: [&str; 3] = [BOOT_HARNESS, COMPARE_VMM, crate::control::CONTROL_VMM];
+pub const TOOLS: [&str; 4] = [
+    BOOT_HARNESS,
+    COMPARE_VMM,
+    crate::control::CONTROL_VMM,
+    KVM_PROBE,
+];
 /// The boot-time harness (benches/), built for [`MUSL_TARGET`].
 pub const BOOT_HARNESS: &str = "boot-harness";
 /// A Firecracker-compatible VMM supplied by the user in [`COMPARE_WITH_ENV`];
@@ -26,6 +32,18 @@ pub const BOOT_HARNESS: &str = "boot-harness";
 pub const COMPARE_VMM: &str = "compare-vmm";
 /// Host path of the VMM installed as `/bin/compare-vmm`.
 pub const COMPARE_WITH_ENV: &str = "RIG_COMPARE_WITH";
+/// A static C program that runs a tiny VM on L1's KVM without mercury
+/// (aarch64 only: `tests/rig/tools/kvm-probe-aarch64.c`, built with
+/// `aarch64-linux-gnu-gcc -static`).
+pub const KVM_PROBE: &str = "kvm-probe";
+/// The source of [`KVM_PROBE`] for aarch64, relative to the repository.
+pub const KVM_PROBE_AARCH64_SOURCE: &str = "tests/rig/tools/kvm-probe-aarch64.c";
+/// The cross compiler for [`KVM_PROBE`] (Debian `gcc-aarch64-linux-gnu`
+/// with `libc6-dev-arm64-cross`, from scripts/setup.sh).
+pub const AARCH64_CC: &str = "aarch64-linux-gnu-gcc";
+/// A static aarch64 `mercury` for aarch64 L1s (until the launcher builds
+/// for aarch64 by default, the rig installs one only when this is set).
+pub const MERCURY_BIN_AARCH64_ENV: &str = "MERCURY_BIN_AARCH64";
 
 /// Errors from building or checking the rig's repository inputs.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +52,7 @@ pub enum InputError {
     Command(#[from] CommandError),
     #[error("the control VMM cannot be shipped into L1: {0}")]
     ControlVmm(String),
-    #[error("`{path}` is not an x86_64 ELF executable")]
+    #[error("`{path}` is not an ELF executable")]
     Elf {
         path: PathBuf,
         #[source]
@@ -54,39 +72,83 @@ pub enum InputError {
     NotStatic(PathBuf),
     #[error("unknown rig tool `{0}`")]
     UnknownTool(String),
-    #[error("`{0}` is not an x86_64 binary")]
-    WrongMachine(PathBuf),
+    #[error("rig tool `{tool}` is not available for {arch} L1s")]
+    UnsupportedTool { tool: String, arch: Arch },
+    #[error("`{path}` is not an {arch} binary")]
+    WrongMachine { path: PathBuf, arch: Arch },
 }
 
-/// `$MERCURY_BIN` if set, else `cargo build --release --target
-/// x86_64-unknown-linux-musl -p launcher` in `repo`. Either way the binary
-/// must be a static x86_64 ELF.
-pub fn mercury_binary(repo: &Path) -> Result<PathBuf, InputError> {
-    if let Some(bin) = env::var_os("MERCURY_BIN").filter(|v| !v.is_empty()) {
+/// The `mercury` for an `arch` L1. x86_64: `$MERCURY_BIN` if set, else
+/// `cargo build --release --target x86_64-unknown-linux-musl -p launcher`
+/// in `repo`. aarch64: `$MERCURY_BIN_AARCH64`, or `None` when it is not set
+/// (the launcher does not build for aarch64 yet). Either way the binary must
+/// be a static ELF of `arch`.
+pub fn mercury_binary(repo: &Path, arch: Arch) -> Result<Option<PathBuf>, InputError> {
+    let env_name = match arch {
+        Arch::X86_64 => "MERCURY_BIN",
+        Arch::Aarch64 => MERCURY_BIN_AARCH64_ENV,
+    };
+    if let Some(bin) = env::var_os(env_name).filter(|v| !v.is_empty()) {
         let bin = PathBuf::from(bin);
-        check_static(&bin)?;
-        return Ok(bin);
+        check_static(&bin, arch)?;
+        return Ok(Some(bin));
     }
-    build_static(repo, "launcher", "mercury")
+    match arch {
+        Arch::X86_64 => build_static(repo, "launcher", "mercury").map(Some),
+        Arch::Aarch64 => Ok(None),
+    }
 }
 
-/// The host file for the rig tool `name` (one of [`TOOLS`]), or `None` when
-/// it is optional and not supplied: `boot-harness` is built from `repo`
-/// like `mercury`; `compare-vmm` is `$RIG_COMPARE_WITH`. Either way it must
-/// be a static x86_64 ELF.
-pub fn tool_binary(repo: &Path, name: &str) -> Result<Option<PathBuf>, InputError> {
-    match name {
-        BOOT_HARNESS => build_static(repo, "mercury-benches", BOOT_HARNESS).map(Some),
-        COMPARE_VMM => {
+/// The host file for the rig tool `name` (one of [`TOOLS`]) in an `arch`
+/// L1, or `None` when it is optional and not supplied: `boot-harness` is
+/// built from `repo` like `mercury`; `compare-vmm` is `$RIG_COMPARE_WITH`;
+/// `kvm-probe` is compiled from [`KVM_PROBE_AARCH64_SOURCE`]. Either way it
+/// must be a static ELF of `arch`.
+pub fn tool_binary(repo: &Path, arch: Arch, name: &str) -> Result<Option<PathBuf>, InputError> {
+    let unsupported = || InputError::UnsupportedTool {
+        tool: name.to_string(),
+        arch,
+    };
+    match (name, arch) {
+        (BOOT_HARNESS, Arch::X86_64) => {
+            build_static(repo, "mercury-benches", BOOT_HARNESS).map(Some)
+        }
+        (COMPARE_VMM, _) => {
             let Some(path) = env::var_os(COMPARE_WITH_ENV).filter(|v| !v.is_empty()) else {
                 return Ok(None);
             };
             let path = PathBuf::from(path);
-            check_static(&path)?;
+            check_static(&path, arch)?;
             Ok(Some(path))
         }
-        other => Err(InputError::UnknownTool(other.to_string())),
+        (KVM_PROBE, Arch::Aarch64) => build_kvm_probe(repo).map(Some),
+        (BOOT_HARNESS | KVM_PROBE | crate::control::CONTROL_VMM, _) => Err(unsupported()),
+        (other, _) => Err(InputError::UnknownTool(other.to_string())),
     }
+}
+
+/// `aarch64-linux-gnu-gcc -static` of [`KVM_PROBE_AARCH64_SOURCE`] into the
+/// cargo target directory (it takes well under a second).
+fn build_kvm_probe(repo: &Path) -> Result<PathBuf, InputError> {
+    let dir = target_dir(repo).join("rig-tools");
+    fs::create_dir_all(&dir).map_err(|source| InputError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let out = dir.join("kvm-probe-aarch64");
+    run(Command::new(AARCH64_CC)
+        .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&out)
+        .arg(repo.join(KVM_PROBE_AARCH64_SOURCE)))?;
+    check_static(&out, Arch::Aarch64)?;
+    Ok(out)
+}
+
+/// `$CARGO_TARGET_DIR`, else `repo/target`.
+fn target_dir(repo: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target"))
 }
 
 /// `cargo build --release --target x86_64-unknown-linux-musl -p PACKAGE
@@ -106,11 +168,8 @@ fn build_static(repo: &Path, package: &str, bin: &str) -> Result<PathBuf, InputE
             bin,
         ])
         .current_dir(repo))?;
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target"));
-    let path = target_dir.join(MUSL_TARGET).join("release").join(bin);
-    check_static(&path)?;
+    let path = target_dir(repo).join(MUSL_TARGET).join("release").join(bin);
+    check_static(&path, Arch::X86_64)?;
     Ok(path)
 }
 
@@ -132,8 +191,8 @@ fn ensure_musl_target() -> Result<(), InputError> {
     Ok(())
 }
 
-/// Fails unless `path` is an x86_64 ELF without a program interpreter.
-pub fn check_static(path: &Path) -> Result<(), InputError> {
+/// Fails unless `path` is an ELF of `arch` without a program interpreter.
+pub fn check_static(path: &Path, arch: Arch) -> Result<(), InputError> {
     let bytes = fs::read(path).map_err(|source| InputError::Io {
         path: path.to_path_buf(),
         source,
@@ -142,8 +201,11 @@ pub fn check_static(path: &Path) -> Result<(), InputError> {
         path: path.to_path_buf(),
         source,
     })?;
-    if elf.machine() != EM_X86_64 {
-        return Err(InputError::WrongMachine(path.to_path_buf()));
+    if elf.machine() != arch.elf_machine() {
+        return Err(InputError::WrongMachine {
+            path: path.to_path_buf(),
+            arch,
+        });
     }
     let dynamic = elf.has_interpreter().map_err(|source| InputError::Elf {
         path: path.to_path_buf(),
@@ -186,15 +248,46 @@ mod tests {
 
     #[test]
     fn unknown_tools_and_non_elf_files_are_refused() {
-        let err = tool_binary(Path::new("/nonexistent"), "gdb").unwrap_err();
+        let err = tool_binary(Path::new("/nonexistent"), Arch::X86_64, "gdb").unwrap_err();
         assert!(
             matches!(err, InputError::UnknownTool(ref t) if t == "gdb"),
             "{err}"
         );
+        let err = tool_binary(Path::new("/nonexistent"), Arch::X86_64, KVM_PROBE).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InputError::UnsupportedTool {
+                    arch: Arch::X86_64,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let file = std::env::temp_dir().join(format!("rig-inputs-{}", std::process::id()));
         fs::write(&file, "#!/bin/sh\n").unwrap();
-        let err = check_static(&file).unwrap_err();
+        let err = check_static(&file, Arch::X86_64).unwrap_err();
         fs::remove_file(&file).unwrap();
         assert!(matches!(err, InputError::Elf { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_binary_of_the_other_architecture_is_refused() {
+        let file = std::env::temp_dir().join(format!("rig-inputs-arch-{}", std::process::id()));
+        fs::write(&file, crate::elf::tests::build(false, &[])).unwrap();
+        let x86 = check_static(&file, Arch::X86_64);
+        let arm = check_static(&file, Arch::Aarch64).unwrap_err();
+        fs::remove_file(&file).unwrap();
+        assert!(x86.is_ok(), "{x86:?}");
+        assert!(
+            matches!(
+                arm,
+                InputError::WrongMachine {
+                    arch: Arch::Aarch64,
+                    ..
+                }
+            ),
+            "{arm}"
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! mercury can boot unmodified Linux guests on a host whose own /dev/kvm
 //! cannot: the development and CI machines' own /dev/kvm is a paravirtual
 //! KVM that interprets guest kernel code (docs/RIG.md, "The host's KVM and
-//! the two test paths").
+//! the two test paths"). An aarch64 L1 (`# rig-arch: aarch64`) is QEMU's
+//! `virt` board with EL2 instead, whose arm64 kernel runs KVM in VHE mode
+//! ([`arch`]).
 //!
 //! One run, top to bottom ([`Rig::run`]):
 //! 1. load `tests/rig/scenarios/<name>.sh` and its header ([`scenario`]);
@@ -14,6 +16,7 @@
 //! 4. boot L1 once, following its serial console under a deadline ([`qemu`]);
 //! 5. collect RIG-RESULT lines into a [`RunReport`] ([`results`], [`report`]).
 
+pub mod arch;
 pub mod cache;
 pub mod command;
 pub mod control;
@@ -36,6 +39,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use arch::Arch;
 pub use cache::Cache;
 pub use report::{RunFailure, RunReport, Timings};
 pub use results::{CheckResult, Status};
@@ -76,15 +80,15 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Keep the work directory (initramfs, /init) for inspection.
     pub keep: bool,
-    /// L1's QEMU `-cpu` model instead of [`qemu::L1_CPU`].
+    /// L1's QEMU `-cpu` model instead of [`Arch::cpu`].
     pub cpu: Option<String>,
     /// L1's QEMU `-accel` instead of [`qemu::L1_ACCEL`].
     pub accel: Option<String>,
-    /// The QEMU binary instead of [`qemu::QEMU`] from `PATH`.
+    /// The QEMU binary instead of [`Arch::qemu`] from `PATH`.
     pub qemu: Option<PathBuf>,
-    /// The L1 kernel package instead of [`debian::L1_KERNEL_PACKAGE`].
+    /// The L1 kernel package instead of [`Arch::kernel_package`].
     pub l1_kernel: Option<String>,
-    /// Appended to L1's kernel command line ([`qemu::L1_CMDLINE`]), e.g.
+    /// Appended to L1's kernel command line ([`Arch::cmdline`]), e.g.
     /// `transparent_hugepage=never numa_balancing=disable`.
     pub l1_append: Option<String>,
 }
@@ -134,6 +138,7 @@ impl Rig {
         on_line: &mut dyn FnMut(&str),
     ) -> Result<RunReport, RigError> {
         let scenario = scenario::load(&self.scenarios_dir(), name)?;
+        let arch = scenario.header.arch;
         let mut timings = Timings::default();
         let mut notes = Vec::new();
         let mut step = |label: &str, started: Instant| {
@@ -144,9 +149,9 @@ impl Rig {
         let qemu_bin = options
             .qemu
             .clone()
-            .unwrap_or_else(|| PathBuf::from(qemu::QEMU));
+            .unwrap_or_else(|| PathBuf::from(arch.qemu()));
         if options.qemu.is_none() && !qemu::available(&qemu_bin) {
-            log::info!("{} missing: running scripts/setup.sh", qemu::QEMU);
+            log::info!("{} missing: running scripts/setup.sh", arch.qemu());
             qemu::install(&self.repo)?;
             notes.push("installed QEMU with scripts/setup.sh".to_string());
         }
@@ -158,16 +163,24 @@ impl Rig {
             "fetching the L1 kernel and busybox (cached under {})",
             self.cache.root().display()
         );
-        let kernel = debian::l1_kernel(&self.cache, options.l1_kernel.as_deref())?;
+        let kernel = debian::l1_kernel(&self.cache, arch, options.l1_kernel.as_deref())?;
         notes.push(format!("L1 kernel: {}", kernel.package));
         notes.extend(kernel.note.clone());
-        let busybox = debian::fetch(&self.cache, debian::BUSYBOX_PACKAGE)?
-            .root
-            .join("bin/busybox");
+        let busybox_of = |arch: Arch| -> Result<PathBuf, RigError> {
+            let unpacked = debian::fetch(&self.cache, &arch.qualify(debian::BUSYBOX_PACKAGE))?;
+            Ok(unpacked.root.join("bin/busybox"))
+        };
+        let busybox = busybox_of(arch)?;
+        // The host cannot run a foreign busybox; its own lists the same applets.
+        let applet_lister = if arch == arch::HOST {
+            busybox.clone()
+        } else {
+            busybox_of(arch::HOST)?
+        };
         step("debian packages", started);
 
         let started = Instant::now();
-        let mut wanted: Vec<String> = KVM_MODULES.iter().map(|m| m.to_string()).collect();
+        let mut wanted: Vec<String> = arch.kvm_modules().iter().map(|m| m.to_string()).collect();
         if !scenario.header.disk_images.is_empty() {
             wanted.extend(DISK_MODULES.iter().map(|m| m.to_string()));
         }
@@ -176,8 +189,14 @@ impl Rig {
         step("modules", started);
 
         let started = Instant::now();
-        log::info!("building a static mercury ({})", inputs::MUSL_TARGET);
-        let mercury = inputs::mercury_binary(&self.repo)?;
+        log::info!("a static mercury ({})", arch.musl_target());
+        let mercury = inputs::mercury_binary(&self.repo, arch)?;
+        if mercury.is_none() {
+            notes.push(format!(
+                "no /bin/mercury in the {arch} L1: ${} is not set",
+                inputs::MERCURY_BIN_AARCH64_ENV
+            ));
+        }
         step("mercury", started);
 
         let mut tools = Vec::new();
@@ -185,7 +204,7 @@ impl Rig {
         for tool in &scenario.header.tools {
             let started = Instant::now();
             log::info!("rig tool {tool}");
-            if tool == control::CONTROL_VMM {
+            if tool == control::CONTROL_VMM && arch == Arch::X86_64 {
                 let host_qemu = Path::new(qemu::QEMU);
                 files.extend(control::files(host_qemu)?);
                 notes.push(format!(
@@ -196,7 +215,7 @@ impl Rig {
                 step(&format!("tool {tool}"), started);
                 continue;
             }
-            match inputs::tool_binary(&self.repo, tool)? {
+            match inputs::tool_binary(&self.repo, arch, tool)? {
                 Some(path) => tools.push((tool.clone(), path)),
                 None => notes.push(format!(
                     "{tool} not installed in L1: ${} is not set",
@@ -242,7 +261,8 @@ impl Rig {
         let payload = initramfs::Payload {
             scenario: &scenario,
             busybox: &busybox,
-            mercury: &mercury,
+            applet_lister: &applet_lister,
+            mercury: mercury.as_deref(),
             tools: &tools,
             modules: &modules,
             images: &images,
@@ -261,13 +281,14 @@ impl Rig {
         };
 
         let append = match options.l1_append.as_deref().map(str::trim) {
-            Some(extra) if !extra.is_empty() => format!("{} {extra}", qemu::L1_CMDLINE),
-            _ => qemu::L1_CMDLINE.to_string(),
+            Some(extra) if !extra.is_empty() => format!("{} {extra}", arch.cmdline()),
+            _ => arch.cmdline().to_string(),
         };
         let spec = qemu::BootSpec {
             qemu: qemu_bin,
             kernel: kernel.vmlinuz.clone(),
             initrd,
+            machine: arch.machine().map(str::to_string),
             accel: options
                 .accel
                 .clone()
@@ -275,7 +296,7 @@ impl Rig {
             cpu: options
                 .cpu
                 .clone()
-                .unwrap_or_else(|| qemu::L1_CPU.to_string()),
+                .unwrap_or_else(|| arch.cpu().to_string()),
             memory_mib: scenario.header.memory_mib,
             smp: scenario.header.smp,
             append,

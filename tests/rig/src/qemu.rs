@@ -1,5 +1,5 @@
-//! Booting L1: `qemu-system-x86_64` with TCG and an emulated AMD SVM CPU,
-//! its serial console captured line by line into a log file, under a
+//! Booting L1: `qemu-system-x86_64` with TCG and an emulated AMD SVM CPU
+//! (or `qemu-system-aarch64` with EL2, [`crate::arch`]), its serial console captured line by line into a log file, under a
 //! deadline after which QEMU is killed.
 
 use std::fs::File;
@@ -48,7 +48,7 @@ pub enum QemuError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot start `{0}` (scripts/setup.sh installs the pinned qemu-system-x86)")]
+    #[error("cannot start `{0}` (scripts/setup.sh installs the pinned qemu-system-x86 and qemu-system-arm)")]
     Spawn(PathBuf, #[source] io::Error),
     #[error("waiting for QEMU failed")]
     Wait(#[source] io::Error),
@@ -61,6 +61,8 @@ pub struct BootSpec {
     pub qemu: PathBuf,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// QEMU `-M`, when not the binary's default machine (aarch64: `virt,...`).
+    pub machine: Option<String>,
     /// QEMU `-accel` (TCG and its options).
     pub accel: String,
     /// QEMU `-cpu` model.
@@ -82,6 +84,9 @@ impl BootSpec {
     /// The full QEMU command line.
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.qemu);
+        if let Some(machine) = &self.machine {
+            command.args(["-M", machine]);
+        }
         command
             .args(["-accel", &self.accel, "-cpu", &self.cpu])
             .args([
@@ -445,6 +450,7 @@ mod tests {
             qemu: QEMU.into(),
             kernel: "/k".into(),
             initrd: "/i".into(),
+            machine: None,
             accel: L1_ACCEL.into(),
             cpu: L1_CPU.into(),
             memory_mib: 3072,
@@ -453,11 +459,39 @@ mod tests {
             timeout: Duration::from_secs(1),
             console_log: "/l".into(),
             monitor: "/m".into(),
+            disk: None,
         };
         assert_eq!(
             crate::command::render(&spec.command()),
             "qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt,-xsave -smp 2 -m 3072 -nographic -no-reboot \
              -nic none -monitor unix:/m,server=on,wait=off -kernel /k -initrd /i -append console=ttyS0 panic=-1 quiet"
+        );
+    }
+
+    #[test]
+    fn aarch64_command_line_selects_the_virt_machine_with_el2() {
+        use crate::arch::Arch;
+        let arch = Arch::Aarch64;
+        let spec = BootSpec {
+            qemu: arch.qemu().into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            machine: arch.machine().map(str::to_string),
+            accel: L1_ACCEL.into(),
+            cpu: arch.cpu().into(),
+            memory_mib: 2048,
+            smp: 2,
+            append: arch.cmdline().into(),
+            timeout: Duration::from_secs(1),
+            console_log: "/l".into(),
+            monitor: "/m".into(),
+            disk: None,
+        };
+        assert_eq!(
+            crate::command::render(&spec.command()),
+            "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -accel tcg -cpu max,pauth-impdef=on \
+             -smp 2 -m 2048 -nographic -no-reboot -nic none -monitor unix:/m,server=on,wait=off \
+             -kernel /k -initrd /i -append console=ttyAMA0 panic=-1 quiet"
         );
     }
 

@@ -16,6 +16,7 @@
 //! # rig-disk-images: node-rootfs linux-kernel        guest images on an ext4 disk L1 sees as /dev/vda
 //!                                                    (for images too big for L1's RAM), as /images/<name> on it
 //! # rig-disk-mib: 8192                               free MiB on that disk besides the images (default 4096)
+//! # rig-arch: aarch64                               L1's architecture (default x86_64, crate::arch)
 //! ```
 //!
 //! A key may repeat; list values accumulate. Unknown `rig-` keys are errors,
@@ -25,6 +26,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::arch::Arch;
 
 /// Default L1 RAM (MiB).
 pub const DEFAULT_MEMORY_MIB: u32 = 2048;
@@ -70,6 +73,8 @@ pub enum ScenarioError {
 /// What a scenario declares in its header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// L1's architecture (`# rig-arch:`, default x86_64).
+    pub arch: Arch,
     pub images: Vec<String>,
     pub modules: Vec<String>,
     /// Extra static binaries, from [`crate::inputs::TOOLS`].
@@ -87,6 +92,7 @@ pub struct Header {
 impl Default for Header {
     fn default() -> Self {
         Header {
+            arch: Arch::X86_64,
             images: Vec::new(),
             modules: Vec::new(),
             tools: Vec::new(),
@@ -207,6 +213,7 @@ pub fn parse_header(name: &str, script: &str) -> Result<Header, ScenarioError> {
             "memory" => header.memory_mib = number()?,
             "smp" => header.smp = number()?,
             "timeout" => header.timeout = Duration::from_secs(u64::from(number()?)),
+            "arch" => header.arch = value.parse().map_err(|_| bad())?,
             _ => {
                 return Err(ScenarioError::UnknownKey {
                     name: name.to_string(),
@@ -281,6 +288,13 @@ mod tests {
         assert_eq!(header.disk_mib, 100);
         assert_eq!(header.timeout, Duration::from_secs(900));
         assert_eq!(header.expect, ["a", "b", "c"]);
+        assert_eq!(header.arch, Arch::X86_64);
+        let arm = parse_header("x", "# rig-arch: aarch64\n").unwrap();
+        assert_eq!(arm.arch, Arch::Aarch64);
+        assert!(matches!(
+            parse_header("x", "# rig-arch: sparc\n"),
+            Err(ScenarioError::BadValue { ref value, .. }) if value == "sparc"
+        ));
     }
 
     #[test]

@@ -145,6 +145,23 @@ fn smoke() {
     );
 }
 
+/// The aarch64 L1 (`# rig-arch: aarch64`): KVM in VHE mode and one tiny VM
+/// on it, without mercury.
+#[test]
+fn arm64_smoke() {
+    run_scenario(
+        "arm64-smoke",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "kvm-dev",
+            "kvm-vhe",
+            "kvm-vm",
+            "tap-bridge",
+        ],
+    );
+}
+
 #[test]
 fn linux_boot() {
     run_scenario(

@@ -30,6 +30,7 @@ const USAGE: &str =
     --keep          keep the work directory (L1 initramfs) under $MERCURY_CACHE/rig/runs\n\
     --quiet         do not stream the L1 console\n\
     Environment: MERCURY_CACHE (default ~/.cache/mercury), MERCURY_BIN (a static mercury),\n\
+    MERCURY_BIN_AARCH64 (a static aarch64 mercury for `# rig-arch: aarch64` scenarios),\n\
     MERCURY_REPO (the checkout; default: the one rig was built from), RIG_COMPARE_WITH\n\
     (a static Firecracker-compatible VMM, /bin/compare-vmm in L1 for `boot-bench`).";
 
