@@ -11,6 +11,8 @@
 #                               CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, as a
 #                               distribution kernel may be: it finds its
 #                               virtio devices through ACPI only
+#   build.sh linux-kernel-config -> .../config: the .config the vmlinux above
+#                               was built from (tests check node options in it)
 #
 # Inputs hashed into the cache key: this script, ../lib.sh, drop-pvh-note.py,
 # microvm-x86_64.config, the linux-source-6.1 package version and the
@@ -27,9 +29,9 @@ set -euo pipefail
 
 target=${1:-linux-kernel}
 case "$target" in
-  linux-kernel|linux-bzimage|linux-elf64) variant=default ;;
+  linux-kernel|linux-bzimage|linux-elf64|linux-kernel-config) variant=default ;;
   linux-kernel-acpi) variant=acpi ;;
-  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-acpi" >&2; exit 2 ;;
+  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-config|linux-kernel-acpi" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -124,8 +126,9 @@ case "$target" in
   linux-kernel|linux-kernel-acpi) artifact=$out/vmlinux ;;
   linux-bzimage) artifact=$out/bzImage ;;
   linux-elf64) artifact=$out/vmlinux-elf64 ;;
+  linux-kernel-config) artifact=$out/config ;;
 esac
-complete() { [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-elf64" ] && [ -f "$out/bzImage" ]; }
+complete() { [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-elf64" ] && [ -f "$out/bzImage" ] && [ -f "$out/config" ]; }
 
 if complete; then
   log "cached ($pkg $ver, key $key)"
