@@ -83,6 +83,7 @@ if [ -n "$k8s_version" ]; then
     if ! curl -fsSL --connect-timeout 5 --retry 2 -o "$tmpf.sha256" "$url.sha256" ||
        ! curl -fSL --connect-timeout 5 --retry 2 --progress-bar -o "$tmpf" "$url"; then
       rm -f "$tmpf" "$tmpf.sha256"
+      rmdir "$k8s_dir" 2>/dev/null || true
       die "cannot download $url (no route to dl.k8s.io here?).
   The image without Kubernetes still works: guest-images/build node-rootfs.
   To add the binaries without dl.k8s.io, copy ${K8S_BINARIES[*]} for $k8s_version

@@ -97,7 +97,7 @@ const NODE_REQUIRED: &[Opt] = &[
     opt("VXLAN", "overlay CNIs (flannel)"),
     opt("NETFILTER", "kube-proxy"),
     opt("NF_CONNTRACK", "kube-proxy, NAT"),
-    opt("NF_CT_NETLINK", "conntrack(8): kube-proxy clears stale UDP flows"),
+    opt("NF_CT_NETLINK", "conntrack(8), run by kube-proxy"),
     opt("NF_NAT", "service NAT"),
     opt("NF_TABLES", "nftables, iptables-nft"),
     opt("NF_TABLES_INET", "kube-proxy nftables mode"),
@@ -115,7 +115,10 @@ const NODE_REQUIRED: &[Opt] = &[
     opt("IP_NF_NAT", "iptables nat table"),
     opt("IP_NF_MANGLE", "iptables mangle table"),
     opt("IP_NF_TARGET_MASQUERADE", "SNAT of pod traffic"),
-    opt("IP_NF_TARGET_REJECT", "kube-proxy REJECT for services without endpoints"),
+    opt(
+        "IP_NF_TARGET_REJECT",
+        "kube-proxy: services without endpoints",
+    ),
     opt("IP6_NF_IPTABLES", "ip6tables"),
     opt("IP6_NF_FILTER", "ip6tables filter table"),
     opt("IP6_NF_NAT", "ip6tables nat table"),
@@ -128,6 +131,7 @@ const NODE_REQUIRED: &[Opt] = &[
     opt("NETFILTER_XT_MATCH_STATISTIC", "kube-proxy endpoint choice"),
     opt("NETFILTER_XT_MATCH_RECENT", "kube-proxy session affinity"),
     // systemd, udev and cloud-init.
+    opt("PROC_SYSCTL", "/proc/sys: systemd, journald, sysctls"),
     opt("DEVTMPFS", "udev"),
     opt("DEVTMPFS_MOUNT", "systemd on a disk root"),
     opt("TMPFS", "systemd"),
@@ -149,7 +153,7 @@ const NODE_REQUIRED: &[Opt] = &[
     opt("ISO9660_FS", "NoCloud seed (iso9660)"),
     // Graceful shutdown: the GED's power button reaches systemd-logind.
     opt("ACPI_BUTTON", "ACPI power button (PNP0C0C)"),
-    opt("INPUT_EVDEV", "systemd-logind reads the power key from evdev"),
+    opt("INPUT_EVDEV", "logind reads the power key (evdev)"),
 ];
 
 /// Optional for the node: reported when absent.
@@ -295,8 +299,14 @@ CONFIG_MODULES=y
         ],
         "{verdict:?}"
     );
-    assert!(verdict.errors[0].contains("=m (modules are off"), "{verdict:?}");
+    assert!(
+        verdict.errors[0].contains("=m (modules are off"),
+        "{verdict:?}"
+    );
     assert!(verdict.errors[1].contains("not set"), "{verdict:?}");
     assert_eq!(verdict.warnings.len(), 1, "{verdict:?}");
-    assert!(verdict.warnings[0].starts_with("CONFIG_AUFS_FS"), "{verdict:?}");
+    assert!(
+        verdict.warnings[0].starts_with("CONFIG_AUFS_FS"),
+        "{verdict:?}"
+    );
 }
