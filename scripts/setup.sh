@@ -26,13 +26,14 @@ pinned=(
 # iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules,
 # libssl-dev and pkg-config for git2's https (`mercury cluster reconcile
 # --git`), musl-tools for the C in the static musl mercury (libgit2, zlib),
-# e2fsprogs for the rig's scratch disks; dosfstools (fsck.vfat), openssl,
+# mmdebstrap and e2fsprogs (mke2fs -d) for the node root image and the
+# rig's scratch disks; dosfstools (fsck.vfat), openssl,
 # iputils-ping and shellcheck for the cluster seed, secrets and join-bundle
 # tests; the arm64 cross compiler and C library for the arm64 guest kernel
 # and the arm64 rig's static KVM probe.
 # The python3-* libraries are the ones cloud-init's modules (below) import.
 packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
-  libssl-dev pkg-config musl-tools e2fsprogs
+  libssl-dev pkg-config musl-tools mmdebstrap e2fsprogs
   dosfstools openssl iputils-ping shellcheck
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces

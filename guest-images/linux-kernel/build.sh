@@ -12,6 +12,8 @@
 #                               CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, as a
 #                               distribution kernel may be: it finds its
 #                               virtio devices through ACPI only
+#   build.sh linux-kernel-config -> .../config: the .config the vmlinux above
+#                               was built from (tests check node options in it)
 #   build.sh linux-kernel-arm64 -> .../Image  (arm64 Image of
 #                               microvm-aarch64.config, cross-built with
 #                               gcc-aarch64-linux-gnu: ARCH=arm64
@@ -37,10 +39,10 @@ set -euo pipefail
 
 target=${1:-linux-kernel}
 case "$target" in
-  linux-kernel|linux-bzimage|linux-elf64) variant=default ;;
+  linux-kernel|linux-bzimage|linux-elf64|linux-kernel-config) variant=default ;;
   linux-kernel-acpi) variant=acpi ;;
   linux-kernel-arm64) variant=arm64 ;;
-  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-acpi|linux-kernel-arm64" >&2; exit 2 ;;
+  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-config|linux-kernel-acpi|linux-kernel-arm64" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -145,11 +147,12 @@ case "$target" in
   linux-bzimage) artifact=$out/bzImage ;;
   linux-elf64) artifact=$out/vmlinux-elf64 ;;
   linux-kernel-arm64) artifact=$out/Image ;;
+  linux-kernel-config) artifact=$out/config ;;
 esac
 if [ "$variant" = arm64 ]; then
   complete() { [ -f "$out/Image" ]; }
 else
-  complete() { [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-elf64" ] && [ -f "$out/bzImage" ]; }
+  complete() { [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-elf64" ] && [ -f "$out/bzImage" ] && [ -f "$out/config" ]; }
 fi
 
 if complete; then
