@@ -22,8 +22,9 @@ pinned=(
 
 # Other Debian packages: kernel build tools for the guest kernel, busybox
 # for initramfs images, util-linux for setpriv (a test drops privileges),
-# iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules.
-packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3)
+# iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules,
+# acpica-tools for iasl (a vmm-core test disassembles the DSDT).
+packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3 acpica-tools)
 
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 if [[ "$codename" != bookworm ]]; then
