@@ -160,7 +160,7 @@ pub fn power_button(boot: &BootInfo) {
         }
     };
     let Some((base, irq)) = ged_in_dsdt(tables.dsdt) else {
-        println!("CHECK power-button FAIL no-ged-window-in-dsdt");
+        println!("CHECK power-button FAIL no-ged-region-in-dsdt");
         return;
     };
     if !(MMIO_GAP.0..MMIO_GAP.1).contains(&base) || base % 4 != 0 {
@@ -199,14 +199,18 @@ pub fn power_button(boot: &BootInfo) {
     }
 }
 
-/// The first Memory32Fixed window and interrupt after the GED's `_HID`.
+/// After the GED's `_HID`: its event register, the address of the first
+/// SystemMemory operation region (`OperationRegion(name, SystemMemory,
+/// DWord)`, what `_EVT` reads), and its first interrupt.
 fn ged_in_dsdt(dsdt: u64) -> Option<(u64, u32)> {
     let aml = dsdt_bytes(dsdt);
     let at = aml.windows(GED_HID.len()).position(|w| w == GED_HID)? + GED_HID.len();
     let rest = &aml[at..];
     let base = (0..rest.len().saturating_sub(12))
-        .find(|&j| rest[j] == 0x86 && rest[j + 1] == 0x09)
-        .map(|j| u32::from_le_bytes([rest[j + 4], rest[j + 5], rest[j + 6], rest[j + 7]]))?;
+        .find(|&j| {
+            rest[j] == 0x5b && rest[j + 1] == 0x80 && rest[j + 6] == 0 && rest[j + 7] == 0x0c
+        })
+        .map(|j| u32::from_le_bytes([rest[j + 8], rest[j + 9], rest[j + 10], rest[j + 11]]))?;
     let irq = (0..rest.len().saturating_sub(9))
         .find(|&j| rest[j] == 0x89 && rest[j + 1] == 0x06 && rest[j + 4] == 1)
         .map(|j| u32::from_le_bytes([rest[j + 5], rest[j + 6], rest[j + 7], rest[j + 8]]))?;

@@ -86,9 +86,8 @@ const COM1_PORT_U16: u16 = COM1_PORT as u16;
 const PVPANIC_PORT_U16: u16 = PVPANIC_PORT as u16;
 const _: () = assert!(COM1_PORT <= 0xffff && PVPANIC_PORT <= 0xffff);
 const _: () = assert!(SERIAL_PORT_SIZE <= 0xff && PVPANIC_PORT_SIZE <= 0xff);
-/// The GED's window, as the 32-bit values AML resources and regions hold.
+/// The GED's window, as the 32-bit value AML regions hold.
 const GED_ADDR_U32: u32 = GED_ADDR as u32;
-const GED_SIZE_U32: u32 = GED_SIZE as u32;
 const _: () = assert!(GED_ADDR + GED_SIZE <= 1 << 32);
 /// The GED event register's address and size in the DSDT's operation region.
 const GED_EVENT_REGISTER_ADDR: u32 = GED_ADDR_U32 + AcpiGed::EVENT_REGISTER as u32;
@@ -328,7 +327,8 @@ fn pvpanic() -> Vec<u8> {
 }
 
 /// The Generic Event Device ("ACPI0013", which Linux's evged driver binds):
-/// its window, its interrupt line (edge, active high, exclusive), and
+/// its interrupt line (edge, active high, exclusive), its event register as
+/// an operation region, and
 /// `_EVT`, which the driver runs on each interrupt: read the event
 /// register (the read clears it) and, for a power-button event, notify
 /// `\_SB_.PWRB` that it was pressed.
@@ -347,12 +347,14 @@ fn generic_event_device() -> Vec<u8> {
         vec![
             &aml::Name::new("_HID".into(), &"ACPI0013"),
             &aml::Name::new("_UID".into(), &aml::ZERO),
+            // Interrupts only: Linux's evged fails its probe ("unable to
+            // parse IRQ resource") on any other resource in `_CRS`. The
+            // register window is the operation region's.
             &aml::Name::new(
                 "_CRS".into(),
-                &aml::ResourceTemplate::new(vec![
-                    &aml::Memory32Fixed::new(true, GED_ADDR_U32, GED_SIZE_U32),
-                    &aml::Interrupt::new(true, true, false, false, GED_IRQ),
-                ]),
+                &aml::ResourceTemplate::new(vec![&aml::Interrupt::new(
+                    true, true, false, false, GED_IRQ,
+                )]),
             ),
             &aml::OpRegion::new(
                 "GDST".into(),
@@ -570,13 +572,15 @@ mod tests {
         let aml = &by_signature(&tables)["DSDT"].bytes[36..];
         assert!(contains(aml, b"GED_"));
         assert!(contains(aml, b"_HID\x0dACPI0013\0"));
-        // Memory32Fixed(ReadWrite, GED_ADDR, GED_SIZE).
-        let mut window = vec![0x86, 0x09, 0x00, 0x01];
-        window.extend((GED_ADDR as u32).to_le_bytes());
-        window.extend((GED_SIZE as u32).to_le_bytes());
-        assert!(contains(aml, &window), "GED window");
-        // Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { 23 }.
-        assert!(contains(aml, &[0x89, 0x06, 0x00, 0x03, 0x01, 23, 0, 0, 0]));
+        // _CRS: a buffer holding Interrupt(ResourceConsumer, Edge,
+        // ActiveHigh, Exclusive) { 23 } and the end tag, nothing else.
+        assert!(contains(
+            aml,
+            &[
+                b'_', b'C', b'R', b'S', 0x11, 0x0e, 0x0a, 0x0b, 0x89, 0x06, 0x00, 0x03, 0x01, 23,
+                0, 0, 0, 0x79, 0x00
+            ]
+        ));
         // OperationRegion(GDST, SystemMemory, GED_ADDR, 4).
         let mut region = vec![0x5b, 0x80, b'G', b'D', b'S', b'T', 0x00, 0x0c];
         region.extend((GED_ADDR as u32).to_le_bytes());
@@ -644,7 +648,7 @@ mod tests {
             "Local0 = GDAT Local1 = (Local0 & One) If ((Local1 == One)) { Notify (\\_SB.PWRB, 0x80) }",
             "Device (PWRB) {",
             "Name (_HID, EisaId (\"PNP0C0C\"))",
-            "Memory32Fixed (ReadWrite, 0xD0100000, 0x00001000, ) Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000017, }",
+            "Name (_CRS, ResourceTemplate () { Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000017, } }) OperationRegion (GDST",
             "Device (VR00) {",
             "Device (COM1) {",
             "Device (PEVT) {",
