@@ -71,7 +71,7 @@ case "$action" in
     # KEY_POWER on an input device; busybox acpid reads it from
     # /dev/input/event* (CONFIG_INPUT_EVDEV) and runs /etc/acpi/PWRF/00000080.
     mkdir -p /etc/acpi/PWRF
-    printf '#!/bin/sh\necho "MERCURY-GUEST POWER-BUTTON pressed event=$*" >/dev/console\npoweroff -f\n' \
+    printf '#!/bin/sh\necho "MERCURY-GUEST POWER-BUTTON pressed action=PWRF/00000080" >/dev/console\npoweroff -f\n' \
       >/etc/acpi/PWRF/00000080
     chmod 0755 /etc/acpi/PWRF/00000080
     button=none
@@ -80,12 +80,14 @@ case "$action" in
       read -r device <"$name"
       case "$device" in "Power Button") button=${name%/name}; button=${button##*/} ;; esac
     done
-    evdev=$(ls /dev/input 2>/dev/null | tr '\n' ' ')
+    evdev=$(ls /dev/input 2>/dev/null | tr '\n' ',')
+    evdev=${evdev%,}
     if [ "$button" = none ] || [ -z "$evdev" ]; then
       echo "MERCURY-GUEST ERROR no power button input device (button=$button evdev=$evdev)"
       poweroff -f
     fi
-    # -d: in the foreground, its log (each event) on the console.
+    # -d: in the foreground, its log on the console ("acpid: PWRF/00000080"
+    # for each press it acts on).
     acpid -d -c /etc/acpi </dev/null &
     acpid=$!
     # Ready once acpid holds the input device open: from then on the guest

@@ -151,13 +151,17 @@ else
 fi
 pressed=missing
 grep -a -q 'MERCURY-GUEST POWER-BUTTON pressed' "$log" && pressed=seen
+# busybox acpid logs the action it runs for the KEY_POWER press.
+acpid=missing
+grep -a -q 'acpid: PWRF/00000080' "$log" && acpid=seen
 sigpwr=missing
 grep -a -q "received SIGPWR, pressed the guest's power button" "$err" && sigpwr=seen
 reason=$(grep -a -o 'exit="[^"]*"' "$err" | tail -n 1)
-if [ "$rc" -eq 0 ] && [ $pressed = seen ] && [ $sigpwr = seen ] && [ "$reason" = 'exit="guest powered off"' ]; then
-    rig_pass powerbutton-exit "rc=0 secs=$secs $reason after SIGPWR and the guest's '$(grep -a -m 1 'MERCURY-GUEST POWER-BUTTON pressed' "$log" | sed 's/.*POWER-BUTTON //')'"
+if [ "$rc" -eq 0 ] && [ $pressed = seen ] && [ $acpid = seen ] && [ $sigpwr = seen ] &&
+    [ "$reason" = 'exit="guest powered off"' ]; then
+    rig_pass powerbutton-exit "rc=0 secs=$secs $reason after SIGPWR, the guest's 'acpid: PWRF/00000080' and '$(grep -a -m 1 'MERCURY-GUEST POWER-BUTTON pressed' "$log" | sed 's/.*POWER-BUTTON //')'"
 else
-    rig_fail powerbutton-exit "want SIGPWR logged, the guest's 'POWER-BUTTON pressed', rc=0 and exit=\"guest powered off\"; got $(exit_detail), SIGPWR: $sigpwr, pressed: $pressed, reason: ${reason:-none}"
+    rig_fail powerbutton-exit "want SIGPWR logged, the guest's 'acpid: PWRF/00000080' and 'POWER-BUTTON pressed', rc=0 and exit=\"guest powered off\"; got $(exit_detail), SIGPWR: $sigpwr, acpid: $acpid, pressed: $pressed, reason: ${reason:-none}"
     show_failed_boot
 fi
 
