@@ -30,12 +30,13 @@ pinned=(
 # rig's scratch disks; dosfstools (fsck.vfat), openssl,
 # iputils-ping and shellcheck for the cluster seed, secrets and join-bundle
 # tests; the arm64 cross compiler and C library for the arm64 guest kernel
-# and the arm64 rig's static KVM probe.
+# and the arm64 rig's static KVM probe; acpica-tools for iasl (a vmm-core
+# test disassembles the DSDT).
 # The python3-* libraries are the ones cloud-init's modules (below) import.
 packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
   libssl-dev pkg-config musl-tools mmdebstrap e2fsprogs
   dosfstools openssl iputils-ping shellcheck
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross acpica-tools
   python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces
   python3-oauthlib python3-requests python3-serial python3-yaml)
 

@@ -4,6 +4,7 @@
 //! how a VM is assembled: `vmm-core` places devices on its buses (keyed by
 //! address ranges) and wires their interrupt and reset `EventFd`s to KVM.
 
+pub mod acpi_ged;
 pub mod legacy;
 pub mod virtio;
 

@@ -2,7 +2,8 @@
 # shellcheck shell=dash
 # /init of the mercury test initramfs (busybox). Reports on the serial console
 # with lines starting "MERCURY-GUEST ", then does what mercury.action= on the
-# kernel command line asks: reboot (default), poweroff, shell, panic, or test
+# kernel command line asks: reboot (default), poweroff, shell, panic,
+# powerbutton (busybox acpid powers off on the ACPI power button), or test
 # (runs /guest-test.sh with mercury.test=<name>, then powers off, or reboots
 # with mercury.end=reboot).
 
@@ -80,6 +81,44 @@ case "$action" in
     echo "MERCURY-GUEST TEST-END $guest_test"
     # mercury.end=reboot for VMMs without ACPI power-off.
     if [ "$test_end" = reboot ]; then reboot -f; else poweroff -f; fi ;;
+  powerbutton)
+    # The guest side of the host's power button: the kernel's ACPI button
+    # driver (CONFIG_ACPI_BUTTON) reports the PNP0C0C device's press as
+    # KEY_POWER on an input device; busybox acpid reads it from
+    # /dev/input/event* (CONFIG_INPUT_EVDEV) and runs /etc/acpi/PWRF/00000080.
+    mkdir -p /etc/acpi/PWRF
+    printf '#!/bin/sh\necho "MERCURY-GUEST POWER-BUTTON pressed action=PWRF/00000080" >/dev/console\npoweroff -f\n' \
+      >/etc/acpi/PWRF/00000080
+    chmod 0755 /etc/acpi/PWRF/00000080
+    button=none
+    for name in /sys/class/input/input*/name; do
+      [ -r "$name" ] || continue
+      read -r device <"$name"
+      case "$device" in "Power Button") button=${name%/name}; button=${button##*/} ;; esac
+    done
+    evdev=$(ls /dev/input 2>/dev/null | tr '\n' ',')
+    evdev=${evdev%,}
+    if [ "$button" = none ] || [ -z "$evdev" ]; then
+      echo "MERCURY-GUEST ERROR no power button input device (button=$button evdev=$evdev)"
+      poweroff -f
+    fi
+    # -d: in the foreground, its log on the console ("acpid: PWRF/00000080"
+    # for each press it acts on).
+    acpid -d -c /etc/acpi </dev/null &
+    acpid=$!
+    # Ready once acpid holds the input device open: from then on the guest
+    # acts on a press.
+    tries=0
+    until ls -l /proc/$acpid/fd 2>/dev/null | grep -q /dev/input/event; do
+      tries=$((tries + 1))
+      if [ $tries -gt 100 ] || ! kill -0 $acpid 2>/dev/null; then
+        echo "MERCURY-GUEST ERROR acpid did not open /dev/input/event*"
+        poweroff -f
+      fi
+      sleep 0.1
+    done
+    echo "MERCURY-GUEST POWER-BUTTON ready input=$button evdev=$evdev acpid=$acpid"
+    while :; do sleep 3600; done ;;
   panic)
     # A real panic ("sysrq triggered crash"); pvpanic tells the VMM.
     echo c >/proc/sysrq-trigger

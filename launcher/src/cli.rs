@@ -35,6 +35,10 @@ pub(crate) enum Command {
     /// Exit status: 0 guest rebooted or powered off; 1 bad input or VMM
     /// error; 3 guest crashed (triple fault, KVM internal error, kernel
     /// panic); 4 stopped.
+    ///
+    /// Signals: SIGINT, SIGTERM and SIGHUP stop the VM (exit 4); SIGPWR
+    /// presses the guest's ACPI power button and mercury keeps running
+    /// until the guest powers off (exit 0).
     Run(RunArgs),
     /// Clusters of nodes on this host (in progress: `plan` only).
     Cluster {

@@ -2,6 +2,11 @@
 //! become [`StopHandle::stop`], so `mercury run` ends with its exit line and
 //! exit status 4 (stopped by the host) instead of dying mid-flight.
 //!
+//! SIGPWR presses the guest's ACPI power button
+//! ([`StopHandle::power_button`]), as `lxc-stop` sends SIGPWR to ask a
+//! container's init to power off: the guest decides, and mercury runs on
+//! until it powers off (exit status 0) or a stop signal arrives.
+//!
 //! The signals are blocked in the calling thread before any other thread
 //! exists (every thread the VM starts inherits the mask), and one thread
 //! takes them synchronously with `sigwait`: no async-signal-safety concerns,
@@ -15,15 +20,17 @@ use vmm_core::StopHandle;
 
 /// The signals that ask mercury to stop the VM.
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// The signal that presses the guest's power button.
+const POWER_BUTTON_SIGNAL: libc::c_int = libc::SIGPWR;
 
-/// The blocked stop signals, ready to be handed to a VM.
+/// The blocked stop and power-button signals, ready to be handed to a VM.
 pub(crate) struct StopSignals {
     set: libc::sigset_t,
 }
 
 impl StopSignals {
-    /// Blocks the stop signals in the calling thread. Call it before
-    /// creating any thread.
+    /// Blocks the stop and power-button signals in the calling thread. Call
+    /// it before creating any thread.
     pub(crate) fn block() -> io::Result<Self> {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: sigemptyset initialises the set it is given.
@@ -32,7 +39,7 @@ impl StopSignals {
         }
         // SAFETY: sigemptyset returned 0, so the set is initialised.
         let mut set = unsafe { set.assume_init() };
-        for signal in STOP_SIGNALS {
+        for signal in STOP_SIGNALS.into_iter().chain([POWER_BUTTON_SIGNAL]) {
             // SAFETY: `set` is an initialised sigset_t; `signal` is valid.
             if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
                 return Err(io::Error::last_os_error());
@@ -46,8 +53,9 @@ impl StopSignals {
         Ok(StopSignals { set })
     }
 
-    /// Starts the thread that stops the VM on the first stop signal. The
-    /// thread ends with the process.
+    /// Starts the thread that stops the VM on the first stop signal and
+    /// presses its power button on each SIGPWR. The thread ends with the
+    /// process.
     pub(crate) fn stop_on_signal(self, vm: StopHandle) -> io::Result<()> {
         thread::Builder::new()
             .name("signals".into())
@@ -56,7 +64,17 @@ impl StopSignals {
                 // SAFETY: `self.set` is an initialised sigset_t blocked in
                 // this thread (inherited); `signal` is a valid out pointer.
                 let rc = unsafe { libc::sigwait(&self.set, &mut signal) };
-                if rc == 0 {
+                if rc != 0 {
+                    continue;
+                }
+                if signal == POWER_BUTTON_SIGNAL {
+                    match vm.power_button() {
+                        Ok(()) => log::warn!(
+                            "received SIGPWR, pressed the guest's power button; waiting for it to power off"
+                        ),
+                        Err(e) => log::warn!("received SIGPWR: {e}"),
+                    }
+                } else {
                     log::warn!("received {}, stopping the VM", signal_name(signal));
                     vm.stop();
                 }

@@ -408,6 +408,121 @@ fn termination_signals_stop_the_vm_with_exit_4() {
     }
 }
 
+/// Starts `mercury run` on the test guest with `checks`, its console in a
+/// file in `dir`, and waits until that console holds `ready`.
+fn spawn_until(
+    dir: &TempDir,
+    checks: &str,
+    ready: &str,
+) -> (std::process::Child, std::path::PathBuf) {
+    use std::process::Stdio;
+    let kernel = guest_image("test-guest");
+    let console = dir.path().join("console.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mercury"))
+        .args([
+            "run",
+            "--kernel",
+            path_str(&kernel),
+            "--serial",
+            path_str(&console),
+        ])
+        .args(["--cmdline", &format!("console=ttyS0 checks={checks}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mercury");
+    let deadline = std::time::Instant::now() + CHILD_TIMEOUT;
+    while !std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .contains(ready)
+    {
+        let exited = child.try_wait().expect("try_wait").is_some();
+        if exited || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = wait_within(child, CHILD_TIMEOUT, "mercury");
+            panic!(
+                "the guest never printed {ready:?}\nconsole:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&console).unwrap_or_default(),
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, console)
+}
+
+fn send(child: &std::process::Child, signal: libc::c_int) {
+    // SAFETY: kill(2) on the PID of a child we have not reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({signal})");
+}
+
+/// SIGPWR presses the guest's power button: the test guest, polling the
+/// GED's event register, sees the press and powers off; mercury exits 0
+/// with the power-off as its exit reason.
+#[test]
+fn sigpwr_presses_the_power_button_and_the_guest_powers_off() {
+    let dir = TempDir::new("cli-sigpwr");
+    let (child, console) = spawn_until(
+        &dir,
+        "power-button,poweroff",
+        "TEST-GUEST POWER-BUTTON WAITING",
+    );
+    send(&child, libc::SIGPWR);
+    let out = wait_within(child, CHILD_TIMEOUT, "mercury after SIGPWR");
+    let err = stderr(&out);
+    let console = std::fs::read_to_string(console).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{err}\nconsole:\n{console}"
+    );
+    assert!(
+        err.contains("received SIGPWR, pressed the guest's power button"),
+        "stderr:\n{err}"
+    );
+    assert!(err.contains("exit=\"guest powered off\""), "stderr:\n{err}");
+    assert!(
+        console.contains("CHECK power-button PASS events=0x1"),
+        "console:\n{console}"
+    );
+}
+
+/// A guest that ignores its power button keeps running after SIGPWR (the
+/// press is a request, not a stop): its heartbeats go on, mercury has not
+/// exited, and a SIGTERM then stops it with exit 4.
+#[test]
+fn sigpwr_leaves_a_guest_that_ignores_the_button_running() {
+    let dir = TempDir::new("cli-sigpwr-ignored");
+    let (mut child, console) = spawn_until(&dir, "heartbeat", "HEARTBEAT 1");
+    send(&child, libc::SIGPWR);
+    let beats = |path: &Path| mercury_tests::heartbeats(path);
+    let after_press = beats(&console);
+    let deadline = std::time::Instant::now() + CHILD_TIMEOUT;
+    while beats(&console) < after_press + 3 {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "mercury exited after SIGPWR though the guest ignores the button"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest stopped beating"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "mercury exited after SIGPWR"
+    );
+    send(&child, libc::SIGTERM);
+    let out = wait_within(child, CHILD_TIMEOUT, "mercury after SIGTERM");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "stderr:\n{err}");
+    assert!(err.contains("received SIGPWR, pressed"), "stderr:\n{err}");
+    assert!(err.contains("exit=\"stopped by the host"), "stderr:\n{err}");
+}
+
 /// Device flags with bad values: each error names the value, exit 1.
 #[test]
 fn bad_device_values_are_named() {

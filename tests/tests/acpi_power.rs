@@ -97,3 +97,59 @@ fn pvpanic_ends_the_vm_as_a_guest_panic() {
         "the guest ran on after its panic"
     );
 }
+
+/// The host's power button reaches the guest: the test guest finds the GED
+/// (`ACPI0013`, its window and line) and the power button (`PNP0C0C`) in
+/// the DSDT, says it waits, and polls the GED's event register; after
+/// [`Vm::power_button`] it reads the power-button event once (the read
+/// clears it), then powers off as a Linux guest would.
+#[test]
+fn the_power_button_sets_the_ged_event_the_guest_reads() {
+    use std::time::{Duration, Instant};
+    use vmm_core::{Vm, VmError};
+
+    let dir = TempDir::new("acpi-power-button");
+    let mut config = config_with_serial_file(&guest_image("test-guest"), &dir);
+    config.cmdline = "console=ttyS0 checks=power-button,poweroff".into();
+    let serial_path = dir.path().join("serial.log");
+    let serial = || std::fs::read_to_string(&serial_path).unwrap_or_default();
+    let mut vm = Vm::new(config).expect("build VM");
+    assert!(
+        matches!(vm.power_button(), Err(VmError::NotStarted)),
+        "pressing before start"
+    );
+    vm.start().expect("start VM");
+    let deadline = Instant::now() + mercury_tests::GUEST_TIMEOUT;
+    while !serial().contains("TEST-GUEST POWER-BUTTON WAITING") {
+        if Instant::now() > deadline || vm.exit().is_some() {
+            vm.stop();
+            panic!(
+                "the guest never waited for the button\nserial:\n{}",
+                serial()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vm.stop_handle()
+        .power_button()
+        .expect("press the power button");
+    let exit = vm.wait_timeout(mercury_tests::GUEST_TIMEOUT);
+    let serial = serial();
+    assert_eq!(exit, Some(VmExit::PowerOff), "serial:\n{serial}");
+    let run = GuestRun {
+        exit: VmExit::PowerOff,
+        serial,
+        boot_time: vm.boot_time(),
+    };
+    let detail = run.passed("power-button");
+    assert_eq!(detail_value(&detail, "events"), Some("0x1"), "{detail}");
+    assert_eq!(detail_value(&detail, "after"), Some("0x0"), "{detail}");
+    assert_eq!(detail_value(&detail, "ged"), Some("0xd0100000"), "{detail}");
+    assert_eq!(detail_value(&detail, "irq"), Some("23"), "{detail}");
+    assert_eq!(detail_value(&detail, "pwrb"), Some("1"), "{detail}");
+    run.passed("poweroff");
+    assert!(
+        matches!(vm.power_button(), Err(VmError::NotRunning)),
+        "pressing after the exit"
+    );
+}

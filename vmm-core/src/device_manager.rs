@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use devices::acpi_ged::{AcpiGed, PowerButton};
 use devices::legacy::{
     AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Serial, SerialInput, I8042,
 };
@@ -102,6 +103,7 @@ pub(crate) struct DeviceManager {
     pub(crate) pio: Bus,
     pub(crate) mmio: Bus,
     pub(crate) boot_timer: BootTimerHandle,
+    pub(crate) power_button: PowerButton,
     pub(crate) event_manager: VmmEventManager,
 }
 
@@ -124,8 +126,9 @@ fn serial_output(sink: &SerialSink) -> Result<Box<dyn Write + Send>, DeviceError
 
 impl DeviceManager {
     /// Creates the legacy devices: COM1, i8042, the ACPI power-control
-    /// register, pvpanic and the boot timer. Their reset, power-off and
-    /// panic events end the VM from the VMM thread.
+    /// register, pvpanic, the boot timer and the ACPI GED (power button).
+    /// Their reset, power-off and panic events end the VM from the VMM
+    /// thread.
     pub(crate) fn attach_legacy_devices(
         vm: &VmFd,
         config: &VmConfig,
@@ -210,10 +213,13 @@ impl DeviceManager {
             layout::BOOT_TIMER_SIZE,
         )?;
 
+        let power_button = attach_power_button(vm, &mut mmio)?;
+
         Ok(DeviceManager {
             pio,
             mmio,
             boot_timer: boot_timer_handle,
+            power_button,
             event_manager,
         })
     }
@@ -237,6 +243,27 @@ impl DeviceManager {
             &mut self.event_manager,
         )
     }
+}
+
+/// The ACPI Generic Event Device on the MMIO bus, its interrupt an irqfd on
+/// its GSI; returns the handle that presses its power button.
+fn attach_power_button(vm: &VmFd, mmio: &mut Bus) -> Result<PowerButton, DeviceError> {
+    let ged = AcpiGed::new().map_err(created("ACPI GED"))?;
+    vm.register_irqfd(ged.interrupt_evt(), layout::GED_IRQ)
+        .map_err(|source| DeviceError::Irqfd {
+            device: "ACPI GED",
+            gsi: layout::GED_IRQ,
+            source,
+        })?;
+    let button = ged.power_button().map_err(created("ACPI GED"))?;
+    place(
+        mmio,
+        "ACPI GED",
+        Arc::new(Mutex::new(ged)),
+        layout::GED_ADDR,
+        layout::GED_SIZE,
+    )?;
+    Ok(button)
 }
 
 /// A duplicate of a device's exit `EventFd` for the VMM thread to watch.

@@ -108,12 +108,12 @@ mod tests {
         assert_eq!((second.addr, second.irq), (VIRTIO_MMIO_START + 0x1000, 6));
         for _ in 2..DeviceSlots::MAX_DEVICES {
             let slot = slots.allocate().unwrap();
-            assert!(slot.irq <= 23 && slot.addr + slot.len <= VIRTIO_MMIO_END);
+            assert!(slot.irq <= 22 && slot.addr + slot.len <= VIRTIO_MMIO_END);
         }
         let e = slots.allocate().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "too many virtio devices: at most 19 fit (interrupt lines exhausted)"
+            "too many virtio devices: at most 18 fit (interrupt lines exhausted)"
         );
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use devices::acpi_ged::PowerButton;
 use devices::legacy::BootTimerHandle;
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
@@ -27,6 +28,9 @@ pub enum VmError {
     /// The VM is stopping or has stopped.
     #[error("the VM is no longer running")]
     NotRunning,
+    /// The power button's interrupt could not be raised.
+    #[error("cannot press the power button: {0}")]
+    PowerButton(#[source] std::io::Error),
     /// A thread could not be spawned.
     #[error("cannot spawn the {what} thread: {source}")]
     SpawnThread {
@@ -51,11 +55,13 @@ pub enum VmState {
     Exited,
 }
 
-/// Stops a VM from any thread; see [`Vm::stop_handle`]. Stopping a VM that
-/// already exited does nothing: the first exit reason wins.
+/// Stops a VM, or asks its guest to power off, from any thread; see
+/// [`Vm::stop_handle`]. Stopping a VM that already exited does nothing: the
+/// first exit reason wins.
 #[derive(Clone)]
 pub struct StopHandle {
     lifecycle: Arc<Lifecycle>,
+    power_button: PowerButton,
 }
 
 impl std::fmt::Debug for StopHandle {
@@ -69,6 +75,19 @@ impl StopHandle {
     pub fn stop(&self) {
         self.lifecycle.request_exit(VmExit::Stopped);
     }
+
+    /// Same as [`Vm::power_button`].
+    pub fn power_button(&self) -> Result<(), VmError> {
+        press(&self.lifecycle, &self.power_button)
+    }
+}
+
+/// Presses `button` unless the VM already ended.
+fn press(lifecycle: &Lifecycle, button: &PowerButton) -> Result<(), VmError> {
+    if lifecycle.outcome().is_some() {
+        return Err(VmError::NotRunning);
+    }
+    button.press().map_err(VmError::PowerButton)
 }
 
 /// A KVM microVM.
@@ -90,6 +109,7 @@ pub struct Vm {
     vcpu_threads: Vec<JoinHandle<()>>,
     vmm_thread: Option<VmmThread>,
     boot_timer: BootTimerHandle,
+    power_button: PowerButton,
     paused: bool,
     // Kept for the VM's lifetime: the VM fd owns the in-kernel devices, the
     // memory mapping backs the memslots.
@@ -128,6 +148,7 @@ impl Vm {
             vcpu_threads: Vec::new(),
             vmm_thread: None,
             boot_timer: built.devices.boot_timer,
+            power_button: built.devices.power_button,
             paused: false,
             _memory: built.memory,
             _vm: built.vm,
@@ -216,12 +237,27 @@ impl Vm {
         self.lifecycle.request_exit(VmExit::Stopped);
     }
 
-    /// A handle that can stop this VM from another thread (a signal
-    /// handling thread, a control socket) while this one blocks in
-    /// [`Vm::wait`].
+    /// Presses the guest's ACPI power button (x86: the DSDT's `PNP0C0C`
+    /// device, notified through the Generic Event Device): a request, not
+    /// a stop. The guest decides: Linux with `CONFIG_ACPI_BUTTON` turns it
+    /// into a `KEY_POWER` press, on which systemd-logind or acpid power it
+    /// off, and [`Vm::wait`] then returns [`VmExit::PowerOff`]; a guest
+    /// that ignores it keeps running (stop it after a timeout of your
+    /// choosing). A guest that has not yet bound its button driver misses
+    /// the press. Fails with [`VmError::NotStarted`] before [`Vm::start`]
+    /// and [`VmError::NotRunning`] once the VM ended.
+    pub fn power_button(&self) -> Result<(), VmError> {
+        self.check_started()?;
+        press(&self.lifecycle, &self.power_button)
+    }
+
+    /// A handle that can stop this VM, or press its power button, from
+    /// another thread (a signal handling thread, a control socket) while
+    /// this one blocks in [`Vm::wait`].
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             lifecycle: Arc::clone(&self.lifecycle),
+            power_button: self.power_button.clone(),
         }
     }
 

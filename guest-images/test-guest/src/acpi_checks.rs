@@ -1,5 +1,6 @@
 //! The checks on the VMM's ACPI platform: `acpi` / `acpi-scan` (the tables),
-//! `poweroff` (S5 through the FADT's sleep control register) and `pvpanic`.
+//! `poweroff` (S5 through the FADT's sleep control register), `pvpanic` and
+//! `power-button` (the GED's event register, when the host presses it).
 //!
 //! `poweroff` and `pvpanic` print their PASS line *before* the write that
 //! should end the VM, so a VMM that honours it leaves that line last on the
@@ -28,6 +29,16 @@ const MMIO_GAP: (u64, u64) = (0xd000_0000, 0x1_0000_0000);
 /// How long a check waits for the VM to end after asking for it, in µs of
 /// TSC time, before reporting that it is still running.
 const STILL_RUNNING_US: u64 = 5_000_000;
+/// `power-button`: the Generic Event Device's and the power button's ids
+/// in the DSDT (a string `_HID`; an EISA id, PNP0C0C, after `_HID`).
+const GED_HID: &[u8] = b"ACPI0013";
+const PWRB_HID: &[u8] = &[b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x0c, 0x0c];
+/// `power-button`: the GED's power-button event bit.
+const GED_POWER_BUTTON: u32 = 1 << 0;
+/// `power-button`: how long to wait for the host's press, and how often to
+/// read the event register meanwhile (each read is a VM exit).
+const PRESS_WAIT_US: u64 = 60_000_000;
+const PRESS_POLL_US: u64 = 10_000;
 
 /// The `acpi` check (`force_scan`: `acpi-scan`, which ignores the boot
 /// protocol's RSDP pointer and scans the BIOS area for it).
@@ -133,6 +144,91 @@ pub fn pvpanic() {
     );
     outb(PVPANIC_PORT, PVPANIC_PANICKED);
     still_running("pvpanic");
+}
+
+/// The `power-button` check: finds the GED (its window and line) and the
+/// power button in the DSDT, says it is waiting, then polls the GED's event
+/// register (offset 0, a 4-byte read that clears it) until the host
+/// presses the button. No interrupt handler: this guest polls what Linux's
+/// `_EVT` reads on the GED's interrupt.
+pub fn power_button(boot: &BootInfo) {
+    let tables = match acpi::read_tables(boot, false) {
+        Ok(tables) => tables,
+        Err(err) => {
+            println!("CHECK power-button FAIL {err}");
+            return;
+        }
+    };
+    let Some((base, irq)) = ged_in_dsdt(tables.dsdt) else {
+        println!("CHECK power-button FAIL no-ged-region-in-dsdt");
+        return;
+    };
+    if !(MMIO_GAP.0..MMIO_GAP.1).contains(&base) || base % 4 != 0 {
+        println!("CHECK power-button FAIL ged-unreachable({base:#x})");
+        return;
+    }
+    let pwrb = dsdt_contains(tables.dsdt, PWRB_HID) as u8;
+    println!("TEST-GUEST POWER-BUTTON WAITING ged={base:#x} irq={irq} pwrb={pwrb}");
+    let mut deadline = cpu::Deadline::after_us(PRESS_WAIT_US);
+    let mut reads: u64 = 0;
+    loop {
+        // SAFETY: a 4-byte aligned register in the identity-mapped MMIO gap
+        // (checked above); reading it touches no memory.
+        let events = unsafe { phys::mmio_read32(base) };
+        reads += 1;
+        if events != 0 {
+            // A second read: the first one cleared the event.
+            // SAFETY: as above.
+            let after = unsafe { phys::mmio_read32(base) };
+            let verdict = if events & GED_POWER_BUTTON != 0 && after == 0 && pwrb == 1 {
+                "PASS"
+            } else {
+                "FAIL"
+            };
+            println!(
+                "CHECK power-button {verdict} events={events:#x} after={after:#x} ged={base:#x} \
+                 irq={irq} pwrb={pwrb} reads={reads}"
+            );
+            return;
+        }
+        if deadline.expired() {
+            println!("CHECK power-button FAIL no-press ged={base:#x} reads={reads}");
+            return;
+        }
+        cpu::delay_us(PRESS_POLL_US);
+    }
+}
+
+/// After the GED's `_HID`: its event register, the address of the first
+/// SystemMemory operation region (`OperationRegion(name, SystemMemory,
+/// DWord)`, what `_EVT` reads), and its first interrupt.
+fn ged_in_dsdt(dsdt: u64) -> Option<(u64, u32)> {
+    let aml = dsdt_bytes(dsdt);
+    let at = aml.windows(GED_HID.len()).position(|w| w == GED_HID)? + GED_HID.len();
+    let rest = &aml[at..];
+    let base = (0..rest.len().saturating_sub(12))
+        .find(|&j| {
+            rest[j] == 0x5b && rest[j + 1] == 0x80 && rest[j + 6] == 0 && rest[j + 7] == 0x0c
+        })
+        .map(|j| u32::from_le_bytes([rest[j + 8], rest[j + 9], rest[j + 10], rest[j + 11]]))?;
+    let irq = (0..rest.len().saturating_sub(9))
+        .find(|&j| rest[j] == 0x89 && rest[j + 1] == 0x06 && rest[j + 4] == 1)
+        .map(|j| u32::from_le_bytes([rest[j + 5], rest[j + 6], rest[j + 7], rest[j + 8]]))?;
+    Some((u64::from(base), irq))
+}
+
+fn dsdt_contains(dsdt: u64, needle: &[u8]) -> bool {
+    dsdt_bytes(dsdt).windows(needle.len()).any(|w| w == needle)
+}
+
+/// The DSDT `read_tables` validated, header included.
+fn dsdt_bytes(dsdt: u64) -> &'static [u8] {
+    // SAFETY: a table `read_tables` validated: mapped, checksummed, its
+    // length field its size; nothing in this image writes it.
+    unsafe {
+        let len: u32 = phys::read(dsdt + 4);
+        core::slice::from_raw_parts(dsdt as *const u8, len as usize)
+    }
 }
 
 /// Waits for the VMM to end the VM; if it does not, says so (and returns,

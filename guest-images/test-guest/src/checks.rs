@@ -81,6 +81,7 @@ fn run(name: &[u8], boot: &BootInfo) {
         b"acpi-scan" => acpi_checks::acpi(boot, true),
         b"poweroff" => acpi_checks::poweroff(boot),
         b"pvpanic" => acpi_checks::pvpanic(),
+        b"power-button" => acpi_checks::power_button(boot),
         b"compute" => compute(),
         b"triple-fault" => triple_fault(),
         b"heartbeat" => heartbeat(),

@@ -3,7 +3,8 @@
 # L1: as an ELF vmlinux through PVH (from its XEN_ELFNOTE_PHYS32_ENTRY note),
 # as the same ELF without that note (Linux 64-bit boot protocol at e_entry)
 # and as a bzImage (64-bit entry), each with 1 and 2 vCPUs; then a guest
-# poweroff and two guest panics (sysrq crash; init missing). Ten guest boots
+# poweroff, a power-off through the ACPI power button mercury presses on
+# SIGPWR, and two guest panics (sysrq crash; init missing). Ten guest boots
 # in one L1 run.
 # rig-images: linux-kernel linux-elf64 linux-bzimage initramfs
 # rig-timeout: 900
@@ -13,7 +14,7 @@
 # rig-expect: elf64-smp2-entry elf64-smp2-exit elf64-smp2-init elf64-smp2-info
 # rig-expect: bzimage-smp1-entry bzimage-smp1-exit bzimage-smp1-init bzimage-smp1-info
 # rig-expect: bzimage-smp2-entry bzimage-smp2-exit bzimage-smp2-init bzimage-smp2-info
-# rig-expect: poweroff-exit panic panic-noinit
+# rig-expect: poweroff-exit powerbutton-ready powerbutton-exit panic panic-noinit
 . /rig/lib.sh
 
 MEMORY_MIB=256
@@ -23,8 +24,9 @@ MEM_MIN_KB=204800
 MEM_MAX_KB=262144
 # Limit for one guest boot (they take 10-25 s in L1).
 BOOT_TIMEOUT=120
-# 3 kernels x 1 and 2 vCPUs, then poweroff, panic and panic-noinit.
-RIG_BOOTS=9
+# 3 kernels x 1 and 2 vCPUs, then poweroff, powerbutton, panic and
+# panic-noinit.
+RIG_BOOTS=10
 rig_trace_on
 
 # boot LABEL KERNEL VCPUS ARGS: one `mercury run` with ARGS appended to the
@@ -109,6 +111,57 @@ if [ "$rc" -eq 0 ] && [ $action = seen ]; then
     rig_pass poweroff-exit "rc=0 secs=$secs after 'MERCURY-GUEST ACTION poweroff'"
 else
     rig_fail poweroff-exit "want rc=0 after 'MERCURY-GUEST ACTION poweroff'; got $(exit_detail), that line: $action"
+    show_failed_boot
+fi
+
+# The host asks, the guest decides: SIGPWR makes mercury press the ACPI
+# power button (the GED notifies the DSDT's PNP0C0C device); the guest's
+# button driver reports KEY_POWER, busybox acpid (mercury.action=powerbutton)
+# runs its power-button script, which powers off, and mercury exits 0. A
+# guest that missed or ignored the press would keep running until rig_vm's
+# limit kills it (rc 124): no power-off, no exit 0.
+# press_when_ready: in the background, SIGPWR to mercury once the guest
+# console says acpid is watching the button.
+press_when_ready() {
+    n=0
+    while [ $n -lt $((BOOT_TIMEOUT * 5)) ]; do
+        if grep -a -q 'MERCURY-GUEST POWER-BUTTON ready' "$log" 2>/dev/null; then
+            pid=$(pidof mercury)
+            echo "rig: powerbutton: guest ready, SIGPWR to mercury pid ${pid:-none}"
+            [ -n "$pid" ] && kill -PWR $pid
+            return
+        fi
+        n=$((n + 1))
+        sleep 0.2
+    done
+}
+log=/tmp/powerbutton.serial
+rm -f "$log"
+press_when_ready &
+presser=$!
+boot powerbutton /images/linux-kernel 2 mercury.action=powerbutton
+kill $presser 2>/dev/null
+wait $presser 2>/dev/null
+ready=$(grep -a -m 1 'MERCURY-GUEST POWER-BUTTON ready' "$log" | sed 's/.*POWER-BUTTON ready //')
+if [ -n "$ready" ]; then
+    rig_pass powerbutton-ready "$ready; $(grep -a -m 1 'input: Power Button' "$log" | sed 's/.*\] //' | cut -c 1-80)"
+else
+    rig_fail powerbutton-ready "no 'MERCURY-GUEST POWER-BUTTON ready' (a PNP0C0C input device and acpid on it) on the guest console"
+    show_failed_boot
+fi
+pressed=missing
+grep -a -q 'MERCURY-GUEST POWER-BUTTON pressed' "$log" && pressed=seen
+# busybox acpid logs the action it runs for the KEY_POWER press.
+acpid=missing
+grep -a -q 'acpid: PWRF/00000080' "$log" && acpid=seen
+sigpwr=missing
+grep -a -q "received SIGPWR, pressed the guest's power button" "$err" && sigpwr=seen
+reason=$(grep -a -o 'exit="[^"]*"' "$err" | tail -n 1)
+if [ "$rc" -eq 0 ] && [ $pressed = seen ] && [ $acpid = seen ] && [ $sigpwr = seen ] &&
+    [ "$reason" = 'exit="guest powered off"' ]; then
+    rig_pass powerbutton-exit "rc=0 secs=$secs $reason after SIGPWR, the guest's 'acpid: PWRF/00000080' and '$(grep -a -m 1 'MERCURY-GUEST POWER-BUTTON pressed' "$log" | sed 's/.*POWER-BUTTON //')'"
+else
+    rig_fail powerbutton-exit "want SIGPWR logged, the guest's 'acpid: PWRF/00000080' and 'POWER-BUTTON pressed', rc=0 and exit=\"guest powered off\"; got $(exit_detail), SIGPWR: $sigpwr, acpid: $acpid, pressed: $pressed, reason: ${reason:-none}"
     show_failed_boot
 fi
 

@@ -194,6 +194,8 @@ fn linux_boot() {
             "bzimage-smp2-init",
             "bzimage-smp2-info",
             "poweroff-exit",
+            "powerbutton-ready",
+            "powerbutton-exit",
             "panic",
             "panic-noinit",
         ],

@@ -3,7 +3,8 @@
 //! CPUs, its interrupt controllers and the few devices it cannot probe.
 //!
 //! ```text
-//! ACPI_RSDP_ADDR  RSDP ──▶ XSDT ──┬─▶ FADT ──▶ DSDT  \_S5_, \_SB_.COM1, \_SB_.PEVT
+//! ACPI_RSDP_ADDR  RSDP ──▶ XSDT ──┬─▶ FADT ──▶ DSDT  \_S5_, \_SB_.COM1, \_SB_.PEVT,
+//!                                 │                 \_SB_.GED_, \_SB_.PWRB, \_SB_.VRnn
 //!                                 └─▶ MADT  local APIC per vCPU, IOAPIC, LINT1 NMI
 //! ```
 //! All of them sit in the BIOS area, from [`ACPI_RSDP_ADDR`] up to
@@ -17,6 +18,12 @@
 //! every device with an interrupt must be described here to get one: COM1
 //! is (IRQ 4 as an ACPI GSI; Linux binds it with `SERIAL_8250_PNP`).
 //! pvpanic ("QEMU0001") is found only through the DSDT.
+//!
+//! Without an SCI, ACPI events reach the guest through a Generic Event
+//! Device (`ACPI0013`, [`devices::acpi_ged::AcpiGed`] at [`GED_ADDR`] on
+//! [`GED_IRQ`]): its `_EVT` method reads the event register and notifies
+//! the control-method power button (`PNP0C0C`), which the host presses for
+//! a graceful power-off.
 
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile, FADT};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -27,12 +34,13 @@ use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
 
 use crate::resources::DeviceSlot;
+use devices::acpi_ged::AcpiGed;
 use devices::legacy::AcpiPowerControl;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{
-    ACPI_POWER_PORT, ACPI_RSDP_ADDR, ACPI_TABLES_END, APIC_ADDR, COM1_IRQ, COM1_PORT, IOAPIC_ADDR,
-    PVPANIC_PORT, PVPANIC_PORT_SIZE, SERIAL_PORT_SIZE,
+    ACPI_POWER_PORT, ACPI_RSDP_ADDR, ACPI_TABLES_END, APIC_ADDR, COM1_IRQ, COM1_PORT, GED_ADDR,
+    GED_IRQ, GED_SIZE, IOAPIC_ADDR, PVPANIC_PORT, PVPANIC_PORT_SIZE, SERIAL_PORT_SIZE,
 };
 use super::ArchError;
 
@@ -78,6 +86,13 @@ const COM1_PORT_U16: u16 = COM1_PORT as u16;
 const PVPANIC_PORT_U16: u16 = PVPANIC_PORT as u16;
 const _: () = assert!(COM1_PORT <= 0xffff && PVPANIC_PORT <= 0xffff);
 const _: () = assert!(SERIAL_PORT_SIZE <= 0xff && PVPANIC_PORT_SIZE <= 0xff);
+/// The GED's window, as the 32-bit value AML regions hold.
+const GED_ADDR_U32: u32 = GED_ADDR as u32;
+const _: () = assert!(GED_ADDR + GED_SIZE <= 1 << 32);
+/// The GED event register's address and size in the DSDT's operation region.
+const GED_EVENT_REGISTER_ADDR: u32 = GED_ADDR_U32 + AcpiGed::EVENT_REGISTER as u32;
+const GED_EVENT_REGISTER_SIZE: u8 = AcpiGed::EVENT_REGISTER_SIZE as u8;
+const _: () = assert!(AcpiGed::EVENT_REGISTER + AcpiGed::EVENT_REGISTER_SIZE as u64 <= GED_SIZE);
 
 /// One table and where it goes.
 #[derive(Debug)]
@@ -165,7 +180,9 @@ fn fadt(dsdt: u64) -> FADT {
         .dsdt_64(dsdt)
         .flag(Flags::HwReducedAcpi)
         .flag(Flags::ResetRegSup)
-        // No fixed power and sleep buttons.
+        // PWR_BUTTON set: the power button is not the fixed-feature one but
+        // a control-method device (the DSDT's PNP0C0C, notified by the GED).
+        // SLP_BUTTON set: no fixed sleep button, and no sleep button device.
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton)
         .preferred_pm_profile(PmProfile::EnterpriseServer);
@@ -218,7 +235,8 @@ fn madt(num_cpus: u8) -> Vec<u8> {
     madt.as_slice().to_vec()
 }
 
-/// DSDT: the S5 sleep type, COM1, pvpanic and the virtio-mmio devices.
+/// DSDT: the S5 sleep type, COM1, pvpanic, the GED and its power button,
+/// and the virtio-mmio devices.
 fn dsdt(virtio: &[DeviceSlot]) -> Vec<u8> {
     let mut dsdt = Sdt::new(
         *b"DSDT",
@@ -234,6 +252,8 @@ fn dsdt(virtio: &[DeviceSlot]) -> Vec<u8> {
     )));
     let mut system_bus = com1();
     system_bus.extend(pvpanic());
+    system_bus.extend(generic_event_device());
+    system_bus.extend(power_button());
     for (index, slot) in virtio.iter().enumerate() {
         system_bus.extend(virtio_mmio(index, slot));
     }
@@ -302,6 +322,67 @@ fn pvpanic() -> Vec<u8> {
                     PVPANIC_PORT_SIZE as u8,
                 )]),
             ),
+        ],
+    ))
+}
+
+/// The Generic Event Device ("ACPI0013", which Linux's evged driver binds):
+/// its interrupt line (edge, active high, exclusive), its event register as
+/// an operation region, and
+/// `_EVT`, which the driver runs on each interrupt: read the event
+/// register (the read clears it) and, for a power-button event, notify
+/// `\_SB_.PWRB` that it was pressed.
+fn generic_event_device() -> Vec<u8> {
+    let events = aml::Path::new("GDAT");
+    let pending = aml::Local(0);
+    let power = aml::Local(1);
+    let store = aml::Store::new(&pending, &events);
+    let and = aml::And::new(&power, &pending, &AcpiGed::POWER_BUTTON);
+    let pressed = aml::Equal::new(&power, &AcpiGed::POWER_BUTTON);
+    let button = aml::Path::new("\\_SB_.PWRB");
+    let notify = aml::Notify::new(&button, &AcpiGed::NOTIFY_PRESSED);
+    let on_press = aml::If::new(&pressed, vec![&notify]);
+    aml_bytes(&aml::Device::new(
+        "GED_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &"ACPI0013"),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
+            // Interrupts only: Linux's evged fails its probe ("unable to
+            // parse IRQ resource") on any other resource in `_CRS`. The
+            // register window is the operation region's.
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![&aml::Interrupt::new(
+                    true, true, false, false, GED_IRQ,
+                )]),
+            ),
+            &aml::OpRegion::new(
+                "GDST".into(),
+                aml::OpRegionSpace::SystemMemory,
+                &GED_EVENT_REGISTER_ADDR,
+                &GED_EVENT_REGISTER_SIZE,
+            ),
+            &aml::Field::new(
+                "GDST".into(),
+                aml::FieldAccessType::DWord,
+                aml::FieldLockRule::NoLock,
+                aml::FieldUpdateRule::WriteAsZeroes,
+                vec![aml::FieldEntry::Named(*b"GDAT", 32)],
+            ),
+            &aml::Method::new("_EVT".into(), 1, true, vec![&store, &and, &on_press]),
+        ],
+    ))
+}
+
+/// The power button: a control-method button device ("PNP0C0C"), which
+/// Linux's ACPI button driver (`CONFIG_ACPI_BUTTON`) binds and turns each
+/// `Notify(PWRB, 0x80)` into a `KEY_POWER` press on an input device.
+fn power_button() -> Vec<u8> {
+    aml_bytes(&aml::Device::new(
+        "PWRB".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C")),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
         ],
     ))
 }
@@ -483,6 +564,97 @@ mod tests {
             aml,
             &[0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0, 0, 0]
         ));
+    }
+
+    #[test]
+    fn dsdt_has_the_ged_with_its_event_method_and_the_power_button() {
+        let tables = build_tables(1, &[]).unwrap();
+        let aml = &by_signature(&tables)["DSDT"].bytes[36..];
+        assert!(contains(aml, b"GED_"));
+        assert!(contains(aml, b"_HID\x0dACPI0013\0"));
+        // _CRS: a buffer holding Interrupt(ResourceConsumer, Edge,
+        // ActiveHigh, Exclusive) { 23 } and the end tag, nothing else.
+        assert!(contains(
+            aml,
+            &[
+                b'_', b'C', b'R', b'S', 0x11, 0x0e, 0x0a, 0x0b, 0x89, 0x06, 0x00, 0x03, 0x01, 23,
+                0, 0, 0, 0x79, 0x00
+            ]
+        ));
+        // OperationRegion(GDST, SystemMemory, GED_ADDR, 4).
+        let mut region = vec![0x5b, 0x80, b'G', b'D', b'S', b'T', 0x00, 0x0c];
+        region.extend((GED_ADDR as u32).to_le_bytes());
+        region.extend([0x0a, 0x04]);
+        assert!(contains(aml, &region), "event register region");
+        // Field(GDST, DWordAcc, NoLock, WriteAsZeros) { GDAT, 32 }.
+        assert!(contains(aml, b"GDST\x43GDAT\x20"));
+        // Method(_EVT, 1, Serialized) and Notify(\_SB_.PWRB, 0x80) in it.
+        assert!(contains(aml, b"_EVT\x09"));
+        assert!(contains(aml, b"\x86\\\x2e_SB_PWRB\x0a\x80"));
+        // The button: Device(PWRB) { _HID EISAID("PNP0C0C") }.
+        assert!(contains(aml, b"PWRB\x08_HID\x0c\x41\xd0\x0c\x0c"));
+        assert_eq!(GED_IRQ, 23);
+    }
+
+    /// The DSDT as ACPICA's own disassembler reads it back: the GED, its
+    /// `_EVT` notifying the power button, the button. `iasl` comes from
+    /// Debian's acpica-tools (scripts/setup.sh installs it).
+    #[test]
+    fn iasl_disassembles_the_dsdt_with_the_ged_and_power_button() {
+        let slot = DeviceSlot {
+            addr: 0xd000_1000,
+            len: 0x1000,
+            irq: 5,
+        };
+        let tables = build_tables(2, &[slot]).unwrap();
+        let dir = std::env::temp_dir().join(format!("mercury-dsdt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let aml_path = dir.join("dsdt.aml");
+        std::fs::write(&aml_path, &by_signature(&tables)["DSDT"].bytes).unwrap();
+        let out = std::process::Command::new("iasl")
+            .arg("-d")
+            .arg(&aml_path)
+            .output()
+            .expect("run iasl (Debian acpica-tools; scripts/setup.sh installs it)");
+        let dsl = std::fs::read_to_string(dir.join("dsdt.dsl"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            out.status.success(),
+            "iasl -d: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dsl = dsl.expect("iasl wrote dsdt.dsl");
+        // Without iasl's comments, whitespace squeezed to single spaces.
+        let mut code = String::new();
+        for line in dsl.lines() {
+            let mut line = line.split("//").next().unwrap_or_default();
+            let mut kept = String::new();
+            while let Some((before, after)) = line.split_once("/*") {
+                kept.push_str(before.trim_end());
+                line = after.split_once("*/").map_or("", |(_, rest)| rest);
+            }
+            kept.push_str(line);
+            code.push_str(&kept);
+            code.push(' ');
+        }
+        let squeezed = code.split_whitespace().collect::<Vec<_>>().join(" ");
+        for want in [
+            "Device (GED) {",
+            "Name (_HID, \"ACPI0013\")",
+            "OperationRegion (GDST, SystemMemory, 0xD0100000, 0x04)",
+            "Field (GDST, DWordAcc, NoLock, WriteAsZeros) { GDAT, 32 }",
+            "Method (_EVT, 1, Serialized) {",
+            "Local0 = GDAT Local1 = (Local0 & One) If ((Local1 == One)) { Notify (\\_SB.PWRB, 0x80) }",
+            "Device (PWRB) {",
+            "Name (_HID, EisaId (\"PNP0C0C\"))",
+            "Name (_CRS, ResourceTemplate () { Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000017, } }) OperationRegion (GDST",
+            "Device (VR00) {",
+            "Device (COM1) {",
+            "Device (PEVT) {",
+        ] {
+            assert!(squeezed.contains(want), "no `{want}` in\n{dsl}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! 0xd000_0000  MMIO gap start: boot timer page
 //! 0xd000_1000  virtio-mmio windows, one page each (VIRTIO_MMIO_START ..
 //!              VIRTIO_MMIO_END), handed out by `resources::DeviceSlots`
+//! 0xd010_0000  ACPI Generic Event Device (GED_ADDR): the power button
 //! 0xfec0_0000  IOAPIC, 0xfee0_0000 local APIC (inside the gap)
 //! 0x1_0000_0000 RAM above the gap, when memory > MMIO_GAP_START
 //! ```
@@ -78,11 +79,19 @@ pub const VIRTIO_MMIO_END: u64 = MMIO_GAP_START + 0x10_0000;
 /// Size of one virtio-mmio window.
 pub const VIRTIO_MMIO_WINDOW: u64 = 0x1000;
 /// IOAPIC pins for virtio devices, one each (edge-triggered, as QEMU's
-/// microvm and Firecracker): 5..=23; 0-4 are the PC's timer, keyboard,
-/// cascade and COM2/COM1 lines.
+/// microvm and Firecracker): 5..=22; 0-4 are the PC's timer, keyboard,
+/// cascade and COM2/COM1 lines, 23 is the GED's.
 pub const VIRTIO_IRQ_FIRST: u32 = 5;
 /// See [`VIRTIO_IRQ_FIRST`].
-pub const VIRTIO_IRQ_LAST: u32 = IOAPIC_PINS as u32 - 1;
+pub const VIRTIO_IRQ_LAST: u32 = GED_IRQ - 1;
+/// The ACPI Generic Event Device (`devices::acpi_ged::AcpiGed`, the power
+/// button): one page after the virtio windows; its event register is at
+/// offset 0.
+pub const GED_ADDR: u64 = VIRTIO_MMIO_END;
+/// Size of the GED's MMIO window.
+pub const GED_SIZE: u64 = 0x1000;
+/// The GED's interrupt line (edge, active high): the last IOAPIC pin.
+pub const GED_IRQ: u32 = IOAPIC_PINS as u32 - 1;
 /// IOAPIC base (fixed by the PC platform; inside the MMIO gap).
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 /// Local APIC base (fixed by the PC platform; inside the MMIO gap).
