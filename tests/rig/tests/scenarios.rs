@@ -273,6 +273,23 @@ fn cluster() {
     );
 }
 
+/// A benchmark (scenario `cluster-bench`): `up` to all nodes ready for 1, 3
+/// and 5 nodes, by hand.
+#[test]
+#[ignore = "benchmark; run by hand"]
+fn cluster_bench() {
+    run_scenario(
+        "cluster-bench",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "bench-cluster-1",
+            "bench-cluster-3",
+            "bench-cluster-5",
+        ],
+    );
+}
+
 /// A benchmark (scenario `virtio-bench`): by hand, with
 /// `RIG_COMPARE_WITH=<static firecracker>` to compare.
 #[test]
