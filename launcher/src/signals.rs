@@ -15,23 +15,28 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use vmm_core::StopHandle;
 
-/// The signals that ask mercury to stop the VM.
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// The signals that ask mercury to stop: a VM (`mercury run`) or the
+/// cluster watcher (`mercury cluster reconcile --watch`).
+pub(crate) const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 /// The signal that presses the guest's power button.
 const POWER_BUTTON_SIGNAL: libc::c_int = libc::SIGPWR;
 
-/// The blocked stop and power-button signals, ready to be handed to a VM.
-pub(crate) struct StopSignals {
+/// A set of signals blocked in the thread that made it (and every thread
+/// it starts afterwards), to be taken synchronously with [`Self::wait`] or
+/// [`Self::wait_timeout`] instead of by a handler.
+#[derive(Debug)]
+pub(crate) struct BlockedSignals {
     set: libc::sigset_t,
 }
 
-impl StopSignals {
-    /// Blocks the stop and power-button signals in the calling thread. Call
-    /// it before creating any thread.
-    pub(crate) fn block() -> io::Result<Self> {
+impl BlockedSignals {
+    /// Blocks `signals` in the calling thread. Call it before creating any
+    /// thread that must not take them.
+    pub(crate) fn block(signals: &[libc::c_int]) -> io::Result<Self> {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: sigemptyset initialises the set it is given.
         if unsafe { libc::sigemptyset(set.as_mut_ptr()) } != 0 {
@@ -39,7 +44,7 @@ impl StopSignals {
         }
         // SAFETY: sigemptyset returned 0, so the set is initialised.
         let mut set = unsafe { set.assume_init() };
-        for signal in STOP_SIGNALS.into_iter().chain([POWER_BUTTON_SIGNAL]) {
+        for &signal in signals {
             // SAFETY: `set` is an initialised sigset_t; `signal` is valid.
             if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
                 return Err(io::Error::last_os_error());
@@ -50,7 +55,60 @@ impl StopSignals {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
-        Ok(StopSignals { set })
+        Ok(BlockedSignals { set })
+    }
+
+    /// Waits, as long as it takes, for one of the signals; returns it.
+    pub(crate) fn wait(&self) -> io::Result<libc::c_int> {
+        let mut signal: libc::c_int = 0;
+        // SAFETY: `self.set` is an initialised sigset_t blocked in the
+        // calling thread (by `block` or inherited); `signal` is a valid out
+        // pointer.
+        match unsafe { libc::sigwait(&self.set, &mut signal) } {
+            0 => Ok(signal),
+            rc => Err(io::Error::from_raw_os_error(rc)),
+        }
+    }
+
+    /// Waits up to `timeout` (zero: only looks) for one of the signals;
+    /// returns it, or `None` on timeout.
+    pub(crate) fn wait_timeout(&self, timeout: Duration) -> Option<libc::c_int> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ts = libc::timespec {
+                tv_sec: left.as_secs().try_into().unwrap_or(i32::MAX.into()),
+                tv_nsec: libc::c_long::from(left.subsec_nanos()),
+            };
+            // SAFETY: `self.set` is an initialised sigset_t; a null siginfo
+            // pointer is allowed; `ts` is a valid timespec.
+            let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+            if signal > 0 {
+                return Some(signal);
+            }
+            let e = io::Error::last_os_error();
+            // EINTR: another signal's handler ran; wait for the rest.
+            if e.raw_os_error() != Some(libc::EINTR) || left.is_zero() {
+                return None;
+            }
+        }
+    }
+}
+
+/// The blocked stop and power-button signals, ready to be handed to a VM.
+pub(crate) struct StopSignals {
+    signals: BlockedSignals,
+}
+
+impl StopSignals {
+    /// Blocks the stop and power-button signals in the calling thread. Call
+    /// it before creating any thread.
+    pub(crate) fn block() -> io::Result<Self> {
+        let mut signals = STOP_SIGNALS.to_vec();
+        signals.push(POWER_BUTTON_SIGNAL);
+        Ok(StopSignals {
+            signals: BlockedSignals::block(&signals)?,
+        })
     }
 
     /// Starts the thread that stops the VM on the first stop signal and
@@ -60,13 +118,9 @@ impl StopSignals {
         thread::Builder::new()
             .name("signals".into())
             .spawn(move || loop {
-                let mut signal: libc::c_int = 0;
-                // SAFETY: `self.set` is an initialised sigset_t blocked in
-                // this thread (inherited); `signal` is a valid out pointer.
-                let rc = unsafe { libc::sigwait(&self.set, &mut signal) };
-                if rc != 0 {
+                let Ok(signal) = self.signals.wait() else {
                     continue;
-                }
+                };
                 if signal == POWER_BUTTON_SIGNAL {
                     match vm.power_button() {
                         Ok(()) => log::warn!(
@@ -83,7 +137,8 @@ impl StopSignals {
     }
 }
 
-fn signal_name(signal: libc::c_int) -> &'static str {
+/// `SIGTERM`: the name of one of [`STOP_SIGNALS`].
+pub(crate) fn signal_name(signal: libc::c_int) -> &'static str {
     match signal {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",

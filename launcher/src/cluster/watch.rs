@@ -19,12 +19,12 @@
 //!   progress returns; after a stop nothing more is converged.
 
 use std::io::{self, Write};
-use std::mem::MaybeUninit;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::source::{Origin, SpecSource};
 use super::spec::ClusterSpec;
 use super::validate;
+use crate::signals::{signal_name, BlockedSignals, STOP_SIGNALS};
 
 /// Makes the host match a spec: the convergence step of `up`.
 pub trait Converge {
@@ -445,9 +445,6 @@ impl Wait for NoStop {
     }
 }
 
-/// The signals that stop the watcher.
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
 /// SIGINT, SIGTERM and SIGHUP, blocked in the thread that made this and
 /// taken synchronously with `sigtimedwait` while the loop waits: a signal
 /// stops the wait at once, and one that arrives during a fetch or converge
@@ -455,7 +452,7 @@ const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHU
 /// half-way).
 #[derive(Debug)]
 pub struct StopSignals {
-    set: libc::sigset_t,
+    signals: BlockedSignals,
 }
 
 impl StopSignals {
@@ -463,58 +460,16 @@ impl StopSignals {
     /// creating any thread (threads inherit the mask), and wait from this
     /// thread.
     pub fn block() -> io::Result<Self> {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the set it is given.
-        if unsafe { libc::sigemptyset(set.as_mut_ptr()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: sigemptyset returned 0, so the set is initialised.
-        let mut set = unsafe { set.assume_init() };
-        for signal in STOP_SIGNALS {
-            // SAFETY: `set` is an initialised sigset_t; `signal` is valid.
-            if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // SAFETY: `set` is initialised; a null old-set pointer is allowed.
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        Ok(StopSignals { set })
+        Ok(StopSignals {
+            signals: BlockedSignals::block(&STOP_SIGNALS)?,
+        })
     }
 }
 
 impl Wait for StopSignals {
     fn wait(&mut self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ts = libc::timespec {
-                tv_sec: left.as_secs().try_into().unwrap_or(i32::MAX.into()),
-                tv_nsec: libc::c_long::from(left.subsec_nanos()),
-            };
-            // SAFETY: `self.set` is an initialised sigset_t; a null siginfo
-            // pointer is allowed; `ts` is a valid timespec.
-            let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
-            if signal > 0 {
-                return Some(format!("received {}", signal_name(signal)));
-            }
-            let e = io::Error::last_os_error();
-            // EINTR: another signal's handler ran; wait for the rest.
-            if e.raw_os_error() != Some(libc::EINTR) || left.is_zero() {
-                return None;
-            }
-        }
-    }
-}
-
-fn signal_name(signal: libc::c_int) -> &'static str {
-    match signal {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGHUP => "SIGHUP",
-        _ => "a stop signal",
+        let signal = self.signals.wait_timeout(timeout)?;
+        Some(format!("received {}", signal_name(signal)))
     }
 }
 
