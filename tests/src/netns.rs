@@ -12,12 +12,54 @@ use std::time::{Duration, Instant};
 /// Threads and child processes started from this thread afterwards are in
 /// it too; other threads of the test binary are not.
 pub fn enter_new_netns() -> io::Result<()> {
+    unshare_netns()?;
+    ip(&["link", "set", "lo", "up"])
+}
+
+fn unshare_netns() -> io::Result<()> {
     // SAFETY: unshare has no memory-safety preconditions; CLONE_NEWNET
     // affects only the calling thread.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    ip(&["link", "set", "lo", "up"])
+    Ok(())
+}
+
+/// The calling thread's network namespace (`net:[4026531840]`).
+pub fn current_netns() -> String {
+    std::fs::read_link("/proc/thread-self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| format!("unknown: {e}"))
+}
+
+/// Runs `body` on a new thread in a new, empty network namespace of its
+/// own (only `lo`, down), and returns when it ends, passing on its panic.
+/// Namespaces belong to tasks, so the other test threads stay where they
+/// are, and what `body` creates vanishes with its thread. Panics, saying
+/// root is needed, if the namespace cannot be made, and if the calling
+/// thread's namespace changed (the check that only the new thread moved).
+pub fn in_new_netns(body: impl FnOnce() + Send + 'static) {
+    let host_ns = current_netns();
+    let before = host_ns.clone();
+    let thread = std::thread::spawn(move || {
+        if let Err(e) = unshare_netns() {
+            panic!("unshare(CLONE_NEWNET): {e} (the network namespace tests need root)");
+        }
+        assert_ne!(
+            current_netns(),
+            before,
+            "the thread did not get its own namespace"
+        );
+        body();
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(
+        current_netns(),
+        host_ns,
+        "the test thread's namespace changed"
+    );
 }
 
 /// Runs `ip ARGS` (iproute2) in the calling thread's namespace.

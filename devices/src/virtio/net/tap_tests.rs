@@ -3,8 +3,8 @@
 //! Namespaces belong to tasks, and every thread is a task: a thread that
 //! calls `unshare(CLONE_NEWNET)` moves itself alone into a new, empty
 //! network namespace, while the other test threads stay in the host's
-//! ([`in_netns`] checks this). TAPs are created and frames sent only there;
-//! the namespace goes away with the thread. These tests need root
+//! ([`in_new_netns`] checks this). TAPs are created and frames sent only
+//! there; the namespace goes away with the thread. These tests need root
 //! (`CAP_SYS_ADMIN` to unshare, `CAP_NET_ADMIN` inside), as CI has; without
 //! it they fail, saying so, rather than pass untested.
 
@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mercury_tests::netns::in_new_netns;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
@@ -28,35 +29,6 @@ use crate::virtio::{FdChange, FdWatch, VirtioDevice, VERSION_1};
 pub(super) const TEST_ETHERTYPE: u16 = 0x88b5;
 pub(super) const GUEST_MAC: [u8; 6] = [0x02, 0x6d, 0x65, 0x72, 0x63, 0x01];
 pub(super) const HOST_MAC: [u8; 6] = [0x02, 0x6d, 0x65, 0x72, 0x63, 0x02];
-
-fn net_ns() -> String {
-    std::fs::read_link("/proc/thread-self/ns/net")
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|e| format!("unknown: {e}"))
-}
-
-/// Runs `body` on a thread in a new network namespace.
-pub(super) fn in_netns(body: impl FnOnce() + Send + 'static) {
-    let host_ns = net_ns();
-    let before = host_ns.clone();
-    let thread = std::thread::spawn(move || {
-        // SAFETY: unshare takes only flags and changes only the calling
-        // thread's namespaces.
-        let ret = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            ret,
-            0,
-            "unshare(CLONE_NEWNET): {} (the TAP tests need root)",
-            io::Error::last_os_error()
-        );
-        assert_ne!(net_ns(), before, "the thread did not get its own namespace");
-        body();
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
-    assert_eq!(net_ns(), host_ns, "the test thread's namespace changed");
-}
 
 pub(super) fn check(ret: libc::c_int, what: &str) {
     assert!(ret >= 0, "{what}: {}", io::Error::last_os_error());
@@ -172,7 +144,7 @@ fn activate(net: &mut Net, memory: &GuestMemoryMmap, rx: &GuestQueue, tx: &Guest
 
 #[test]
 fn a_real_tap_carries_frames_both_ways() {
-    in_netns(|| {
+    in_new_netns(|| {
         let name = "mercury-net0";
         let mut net = open(name);
         let memory = memory();
@@ -247,7 +219,7 @@ fn a_real_tap_carries_frames_both_ways() {
 
 #[test]
 fn a_created_tap_is_removed_on_drop_and_a_persistent_one_is_kept() {
-    in_netns(|| {
+    in_new_netns(|| {
         // The longest name there can be: IFNAMSIZ - 1 bytes.
         let name = "mercury-created";
         assert_eq!(name.len(), 15);
@@ -289,7 +261,7 @@ fn a_created_tap_is_removed_on_drop_and_a_persistent_one_is_kept() {
 
 #[test]
 fn a_busy_tap_and_a_non_tap_are_reported_by_name() {
-    in_netns(|| {
+    in_new_netns(|| {
         let name = "mercury-busy";
         let _first = open(name);
         let err = Net::new(&NetConfig {
@@ -309,7 +281,7 @@ fn a_busy_tap_and_a_non_tap_are_reported_by_name() {
 
 #[test]
 fn without_cap_net_admin_a_tap_is_not_permitted() {
-    in_netns(|| {
+    in_new_netns(|| {
         drop_cap_net_admin();
         let err = Tap::open("mercury-eperm").expect_err("created without CAP_NET_ADMIN");
         assert!(matches!(err, NetError::TapNotPermitted { .. }), "{err}");
@@ -319,7 +291,7 @@ fn without_cap_net_admin_a_tap_is_not_permitted() {
 
 #[test]
 fn a_real_tap_accepts_checksum_and_tso_offloads() {
-    in_netns(|| {
+    in_new_netns(|| {
         use super::tap::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
         let tap = Tap::open("mercury-offld").unwrap();
         let base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, SubscriberOps};
+use mercury_tests::netns::in_new_netns;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::tap::if_index;
 use super::tap_tests::{
-    bring_up, in_netns, is_test_frame, packet_socket, test_frame, wait_readable, GUEST_MAC,
-    HOST_MAC,
+    bring_up, is_test_frame, packet_socket, test_frame, wait_readable, GUEST_MAC, HOST_MAC,
 };
 use super::test_utils::{memory, GuestQueue};
 use super::{Net, NetConfig, RX_QUEUE, TX_QUEUE, VNET_HDR_LEN};
@@ -72,7 +72,7 @@ fn drive(t: &mut MmioTransport, queues: [&GuestQueue<'_>; 2]) {
 
 #[test]
 fn the_event_loop_runs_the_device_on_a_real_tap() {
-    in_netns(|| {
+    in_new_netns(|| {
         let name = "mercury-mmio";
         let memory = memory();
         let mut rx = GuestQueue::new(&memory, 0, 16);

@@ -3,7 +3,7 @@
 //!
 //! Namespaces belong to tasks, and every thread is a task: a thread that
 //! calls `unshare(CLONE_NEWNET)` moves itself alone into a new, empty
-//! network namespace ([`in_netns`]); the bridges and TAPs the test makes
+//! network namespace ([`in_new_netns`]); the bridges and TAPs the test makes
 //! there vanish with the thread. What the API reports is cross-checked
 //! with `ip -j -d` run in that namespace through `nsenter`. These tests
 //! need root (`CAP_SYS_ADMIN` to unshare, `CAP_NET_ADMIN` inside), as CI
@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+use mercury_tests::netns::in_new_netns;
 use serde_json::Value;
 
 use super::tap::{ifreq, TAP_FLAGS};
@@ -31,35 +32,6 @@ const VNET_HDR_LEN: usize = 12;
 
 fn gateway() -> Ipv4Net {
     "10.77.0.1/24".parse().unwrap()
-}
-
-fn net_ns() -> String {
-    std::fs::read_link("/proc/thread-self/ns/net")
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|e| format!("unknown: {e}"))
-}
-
-/// Runs `body` on a thread in a new network namespace.
-fn in_netns(body: impl FnOnce() + Send + 'static) {
-    let host_ns = net_ns();
-    let before = host_ns.clone();
-    let thread = std::thread::spawn(move || {
-        // SAFETY: unshare takes only flags and changes only the calling
-        // thread's namespaces.
-        let ret = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            ret,
-            0,
-            "unshare(CLONE_NEWNET): {} (the host networking tests need root)",
-            io::Error::last_os_error()
-        );
-        assert_ne!(net_ns(), before, "the thread did not get its own namespace");
-        body();
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
-    assert_eq!(net_ns(), host_ns, "the test thread's namespace changed");
 }
 
 /// `ip ARGS` in the calling thread's namespace, by `nsenter` on its
@@ -125,7 +97,7 @@ fn ip_run(args: &[&str]) {
 
 #[test]
 fn a_new_bridge_gets_its_address_and_is_up() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         assert_eq!(net.link(BRIDGE).unwrap(), None);
         let outcome = net.ensure_bridge(BRIDGE, gateway()).unwrap();
@@ -165,7 +137,7 @@ fn a_new_bridge_gets_its_address_and_is_up() {
 
 #[test]
 fn an_existing_bridge_and_address_are_reused_and_reported_as_such() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         // Made by someone else, down and without the address.
         ip_run(&["link", "add", BRIDGE, "type", "bridge"]);
@@ -206,7 +178,7 @@ fn an_existing_bridge_and_address_are_reused_and_reported_as_such() {
 
 #[test]
 fn an_interface_that_is_not_a_bridge_is_refused_as_the_bridge() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         // A veth, as container tools leave behind.
         ip_run(&[
@@ -242,7 +214,7 @@ fn an_interface_that_is_not_a_bridge_is_refused_as_the_bridge() {
 
 #[test]
 fn a_tap_is_created_persistent_on_the_bridge_and_up() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         net.ensure_bridge(BRIDGE, gateway()).unwrap();
         net.create_tap(TAP, BRIDGE).unwrap();
@@ -296,7 +268,7 @@ fn a_tap_is_created_persistent_on_the_bridge_and_up() {
 
 #[test]
 fn delete_removes_an_interface_once_and_then_reports_it_gone() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         net.ensure_bridge(BRIDGE, gateway()).unwrap();
         net.create_tap(TAP, BRIDGE).unwrap();
@@ -314,7 +286,7 @@ fn delete_removes_an_interface_once_and_then_reports_it_gone() {
 
 #[test]
 fn a_tap_that_cannot_be_attached_is_removed_again() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         // No interface has this index: the kernel refuses the master.
         let err = net.create_tap_on(TAP, "mbr-gone", 0x7fff_fff0).unwrap_err();
@@ -335,7 +307,7 @@ fn a_tap_that_cannot_be_attached_is_removed_again() {
 
 #[test]
 fn bad_names_are_refused_before_the_kernel_sees_them() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         for name in ["", "sixteen-bytes-xx", "a/b", "a b"] {
             let err = net.ensure_bridge(name, gateway()).unwrap_err();
@@ -397,7 +369,7 @@ fn drop_net_admin() {
 
 #[test]
 fn without_cap_net_admin_the_error_says_what_is_missing() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         net.ensure_bridge(BRIDGE, gateway()).unwrap();
         drop_net_admin();
@@ -488,7 +460,7 @@ fn read_test_frame(tap: &mut File, wait: Duration) -> Option<Vec<u8>> {
 
 #[test]
 fn a_frame_crosses_the_bridge_from_one_tap_to_another() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         net.ensure_bridge(BRIDGE, gateway()).unwrap();
         net.create_tap(TAP, BRIDGE).unwrap();
@@ -525,7 +497,7 @@ fn a_frame_crosses_the_bridge_from_one_tap_to_another() {
 /// 300 TAPs busy on every run.
 #[test]
 fn a_new_tap_is_free_for_the_vmm_while_other_threads_fork() {
-    in_netns(|| {
+    in_new_netns(|| {
         let net = HostNet::open().unwrap();
         net.ensure_bridge(BRIDGE, gateway()).unwrap();
         // Another thread forks children all along: each holds a copy of
