@@ -9,18 +9,11 @@ use mercury_tests::{
     guest_image, output_after, output_within, wait_within, TempDir, CHILD_TIMEOUT,
 };
 
-/// Runs `mercury ARGS`; a run that does not end within [`CHILD_TIMEOUT`] is
-/// killed and fails the test with what it printed (the guest console, when
-/// it goes to stdout).
-fn mercury(args: &[&str]) -> Output {
-    output_within(
-        Command::new(env!("CARGO_BIN_EXE_mercury")).args(args),
-        CHILD_TIMEOUT,
-    )
-}
+mod common;
+use common::mercury;
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::text(&out.stderr)
 }
 
 fn path_str(p: &Path) -> &str {

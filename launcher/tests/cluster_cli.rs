@@ -2,23 +2,14 @@
 //! and an invalid spec refused with the bad field named. No KVM needed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use mercury_tests::{output_within, TempDir, CHILD_TIMEOUT};
+use mercury_tests::TempDir;
+
+mod common;
+use common::{mercury, text};
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster.yaml")
-}
-
-fn mercury(args: &[&str]) -> Output {
-    output_within(
-        Command::new(env!("CARGO_BIN_EXE_mercury")).args(args),
-        CHILD_TIMEOUT,
-    )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

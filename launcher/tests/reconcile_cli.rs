@@ -8,7 +8,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, RepositoryInitOptions, Signature};
-use mercury_tests::{output_within, wait_within, TempDir, CHILD_TIMEOUT};
+use mercury_tests::{wait_within, TempDir, CHILD_TIMEOUT};
+
+mod common;
+use common::{mercury, text};
 
 const EXAMPLE: &str = include_str!("../../examples/cluster.yaml");
 
@@ -28,15 +31,18 @@ fn repo_with_spec(dir: &Path, spec: &str) -> (String, Oid) {
     (dir.to_string_lossy().into_owned(), commit)
 }
 
-fn mercury(args: &[&str]) -> Output {
-    output_within(
-        Command::new(env!("CARGO_BIN_EXE_mercury")).args(args),
-        CHILD_TIMEOUT,
-    )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// `mercury cluster reconcile` once, of the spec in git repository `url`,
+/// with state in `state`.
+fn reconcile_once(url: &str, state: &Path) -> Output {
+    mercury(&[
+        "cluster",
+        "reconcile",
+        "--git",
+        url,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-file-checks",
+    ])
 }
 
 #[test]
@@ -48,15 +54,7 @@ fn one_shot_with_an_invalid_spec_exits_1_naming_the_field_and_the_commit() {
     );
     let (url, commit) = repo_with_spec(&dir.path().join("remote.git"), &bad);
     let state = dir.path().join("state");
-    let out = mercury(&[
-        "cluster",
-        "reconcile",
-        "--git",
-        &url,
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--no-file-checks",
-    ]);
+    let out = reconcile_once(&url, &state);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     let short = &commit.to_string()[..7];
@@ -82,15 +80,7 @@ fn one_shot_with_a_valid_spec_converges_and_exits_0() {
     let dir = TempDir::new("reconcile-valid");
     let (url, commit) = repo_with_spec(&dir.path().join("remote.git"), EXAMPLE);
     let state = dir.path().join("state");
-    let out = mercury(&[
-        "cluster",
-        "reconcile",
-        "--git",
-        &url,
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--no-file-checks",
-    ]);
+    let out = reconcile_once(&url, &state);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let short = &commit.to_string()[..7];
