@@ -175,7 +175,7 @@ impl Netns {
             return None;
         }
         n.check(ip(&["netns", "add", &n.lan]));
-        let resolv = Path::new("/etc/netns").join(&n.machine);
+        let resolv = n.resolv_dir();
         fs::create_dir_all(&resolv).unwrap();
         fs::write(resolv.join("resolv.conf"), "# test\n").unwrap();
         n.check(ip(&[
@@ -210,13 +210,22 @@ impl Netns {
         self.check(out.clone());
         serde_json::from_slice(&out.stdout).unwrap()
     }
+
+    /// The machine's /etc/resolv.conf, as `ip netns exec` shows it there.
+    fn resolv_conf(&self) -> String {
+        fs::read_to_string(self.resolv_dir().join("resolv.conf")).unwrap()
+    }
+
+    fn resolv_dir(&self) -> PathBuf {
+        Path::new("/etc/netns").join(&self.machine)
+    }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.machine]);
         let _ = ip(&["netns", "del", &self.lan]);
-        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(&self.machine));
+        let _ = fs::remove_dir_all(self.resolv_dir());
     }
 }
 
@@ -270,13 +279,7 @@ fn apply_script_sets_the_network_in_a_namespace() {
     assert_eq!(routes.as_array().unwrap().len(), 1, "{routes}");
     assert_eq!(routes[0]["gateway"], "10.42.0.1");
     assert_eq!(routes[0]["dev"], "m0");
-    let resolv = fs::read_to_string(
-        Path::new("/etc/netns")
-            .join(&ns.machine)
-            .join("resolv.conf"),
-    )
-    .unwrap();
-    assert_eq!(resolv, "# test\nnameserver 10.42.0.1\n");
+    assert_eq!(ns.resolv_conf(), "# test\nnameserver 10.42.0.1\n");
 
     // Again, finding m0 by its MAC: nothing changes, nothing doubles.
     let out = ns.exec_machine(&["sh", script, "--network-only"]);
@@ -293,13 +296,7 @@ fn apply_script_sets_the_network_in_a_namespace() {
         ns.json(&["ip", "-j", "-4", "addr", "show", "dev", "m0"])[0]["addr_info"],
         *info
     );
-    let resolv = fs::read_to_string(
-        Path::new("/etc/netns")
-            .join(&ns.machine)
-            .join("resolv.conf"),
-    )
-    .unwrap();
-    assert_eq!(resolv, "# test\nnameserver 10.42.0.1\n");
+    assert_eq!(ns.resolv_conf(), "# test\nnameserver 10.42.0.1\n");
 
     // The endpoint gone: said so, exit 2.
     ns.check(ns.exec_lan(&["ip", "addr", "del", "10.42.0.2/24", "dev", "g0"]));

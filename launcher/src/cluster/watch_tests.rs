@@ -173,6 +173,26 @@ fn reconciler(
     (r, log)
 }
 
+/// A reconciler of `source` with a fresh [`Recorder`], its log thrown away.
+fn unlogged(source: SpecSource) -> Reconciler<Recorder> {
+    Reconciler::new(
+        source,
+        Recorder::default(),
+        options(),
+        Log::new(Box::new(io::sink()), false),
+    )
+}
+
+/// Polls `r` once; what it converged from, or a panic naming what happened
+/// instead.
+fn converged_origin(r: &mut Reconciler<Recorder>) -> Origin {
+    let outcome = r.poll(Instant::now(), &mut NoStop);
+    let Outcome::Converged { origin, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    origin
+}
+
 fn commit_of(origin: &Origin) -> &str {
     match origin {
         Origin::Git { commit, .. } => commit,
@@ -374,16 +394,8 @@ fn a_spec_in_a_subdirectory_on_a_named_branch_is_read_from_that_branch() {
         &state,
     )
     .unwrap();
-    let mut r = Reconciler::new(
-        SpecSource::Git(source),
-        Recorder::default(),
-        options(),
-        Log::new(Box::new(io::sink()), false),
-    );
-    let outcome = r.poll(Instant::now(), &mut NoStop);
-    let Outcome::Converged { origin, .. } = outcome else {
-        panic!("{outcome:?}")
-    };
+    let mut r = unlogged(SpecSource::Git(source));
+    let origin = converged_origin(&mut r);
     assert_eq!(
         origin.to_string(),
         format!("commit {} (edge:clusters/edge1.yaml)", &c.to_string()[..7])
@@ -408,16 +420,8 @@ fn without_a_branch_the_remotes_default_branch_is_followed() {
     // Through a file:// URL this time.
     let url = format!("file://{}", remote.url());
     let source = GitSource::open(&url, None, None, &dir.path().join("state")).unwrap();
-    let mut r = Reconciler::new(
-        SpecSource::Git(source),
-        Recorder::default(),
-        options(),
-        Log::new(Box::new(io::sink()), false),
-    );
-    let outcome = r.poll(Instant::now(), &mut NoStop);
-    let Outcome::Converged { origin, .. } = outcome else {
-        panic!("{outcome:?}")
-    };
+    let mut r = unlogged(SpecSource::Git(source));
+    let origin = converged_origin(&mut r);
     assert_eq!(
         origin,
         Origin::Git {
@@ -608,12 +612,7 @@ fn a_file_source_converges_when_the_file_changes() {
     let dir = TempDir::new("gitops-file");
     let file = dir.path().join("cluster.yaml");
     std::fs::write(&file, EXAMPLE).unwrap();
-    let mut r = Reconciler::new(
-        SpecSource::File(file.clone()),
-        Recorder::default(),
-        options(),
-        Log::new(Box::new(io::sink()), false),
-    );
+    let mut r = unlogged(SpecSource::File(file.clone()));
     let t0 = Instant::now();
     let outcome = r.poll(t0, &mut NoStop);
     assert!(
