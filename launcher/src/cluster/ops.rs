@@ -32,17 +32,25 @@ pub(crate) enum Output {
     Json,
 }
 
+/// What `up` and `status` both take: the spec, the state directory and the
+/// format of the node table they print.
 #[derive(Debug, Args)]
-pub(crate) struct UpArgs {
+pub(crate) struct ClusterArgs {
     /// The cluster spec (YAML, `kind: Cluster`).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: PathBuf,
     /// Where the cluster's state, disks, seeds and logs go.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Output format of the final node table.
+    /// Output format of the node table.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Seconds to wait for the control plane, and then for the workers, to
     /// report ready.
     #[arg(long, value_name = "SECS", default_value_t = READY_TIMEOUT_SECS)]
@@ -55,13 +63,8 @@ pub(crate) struct UpArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The cluster spec the host is compared with.
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    file: PathBuf,
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
-    output: Output,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -196,11 +199,16 @@ impl super::watch::Converge for UpConverger {
 }
 
 pub(crate) fn run_up(args: &UpArgs) -> ExitCode {
-    let Some(spec) = load_valid(&args.file, true) else {
+    let ClusterArgs {
+        file,
+        state_dir,
+        output,
+    } = &args.cluster;
+    let Some(spec) = load_valid(file, true) else {
         return ExitCode::from(EXIT_ERROR);
     };
     let opts = UpOptions {
-        state_dir: args.state_dir.clone(),
+        state_dir: state_dir.clone(),
         ready_timeout: Duration::from_secs(args.timeout),
         stop_grace: Duration::from_secs(args.stop_timeout),
     };
@@ -216,9 +224,9 @@ pub(crate) fn run_up(args: &UpArgs) -> ExitCode {
     for (name, bundle) in &outcome.bundles {
         eprintln!("mercury: bare-metal {name}: run on the machine: {}", bundle.command);
     }
-    match status::status(&spec, &args.state_dir) {
+    match status::status(&spec, state_dir) {
         Ok(s) => {
-            print_status(&s, args.output);
+            print_status(&s, *output);
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -226,12 +234,17 @@ pub(crate) fn run_up(args: &UpArgs) -> ExitCode {
 }
 
 pub(crate) fn run_status(args: &StatusArgs) -> ExitCode {
-    let Some(spec) = load_valid(&args.file, false) else {
+    let ClusterArgs {
+        file,
+        state_dir,
+        output,
+    } = &args.cluster;
+    let Some(spec) = load_valid(file, false) else {
         return ExitCode::from(EXIT_ERROR);
     };
-    match status::status(&spec, &args.state_dir) {
+    match status::status(&spec, state_dir) {
         Ok(s) => {
-            print_status(&s, args.output);
+            print_status(&s, *output);
             if s.differences.is_empty() {
                 ExitCode::SUCCESS
             } else {
