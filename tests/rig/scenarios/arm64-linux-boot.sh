@@ -13,12 +13,7 @@
 # rig-expect: smp1-exit smp1-init smp1-info smp2-exit smp2-init smp2-info
 . /rig/lib.sh
 
-if [ -x /bin/mercury ]; then
-    rig_pass mercury-present "$(mercury --version 2>&1 | head -n 1)"
-else
-    rig_fail mercury-present "no /bin/mercury: set MERCURY_BIN_AARCH64 to a static aarch64 mercury"
-    exit 0
-fi
+rig_check_mercury_present || exit 0
 
 RIG_BOOTS=2
 for n in 1 2; do

@@ -10,13 +10,7 @@
 # rig-expect: kvm-dev kvm-vhe kvm-vm tap-bridge
 . /rig/lib.sh
 
-# /dev/kvm is the misc device 10:232.
-numbers=$(stat -c '%t:%T' /dev/kvm 2>/dev/null)
-if [ -c /dev/kvm ] && [ "$numbers" = "a:e8" ]; then
-    rig_pass kvm-dev "/dev/kvm is a char device 10:232"
-else
-    rig_fail kvm-dev "/dev/kvm missing or wrong (major:minor hex '$numbers', want a:e8)"
-fi
+rig_check_kvm_dev
 
 # L1's kernel booted at EL2 and runs KVM with the host at EL2 (VHE).
 vhe=$(dmesg | grep -m 1 'VHE mode initialized')
@@ -38,15 +32,5 @@ else
     rig_show /tmp/probe.out 15 "kvm-probe output"
 fi
 
-# A TAP device enslaved to a bridge, both up: what a virtio-net backend uses.
-ip link set lo up
-if tunctl -t rigtap0 >/tmp/net.out 2>&1 && brctl addbr rigbr0 >>/tmp/net.out 2>&1 &&
-    brctl addif rigbr0 rigtap0 >>/tmp/net.out 2>&1 && ip link set rigtap0 up >>/tmp/net.out 2>&1 &&
-    ip link set rigbr0 up >>/tmp/net.out 2>&1 && [ -e /sys/class/net/rigbr0/brif/rigtap0 ] &&
-    [ -e /dev/net/tun ]; then
-    rig_pass tap-bridge "rigtap0 is a port of rigbr0, /dev/net/tun present"
-else
-    rig_fail tap-bridge "could not make TAP rigtap0 a port of bridge rigbr0"
-    rig_show /tmp/net.out 15 "tunctl/brctl/ip output"
-fi
+rig_check_tap_bridge
 exit 0

@@ -148,3 +148,94 @@ rig_show_kvm_trace() {
     rig_show $RIG_TRACE/trace 30 "L1's KVM trace"
     rig_show /proc/modules 20 "L1's modules"
 }
+
+# Checks that scenarios on both architectures share.
+
+# rig_check_kvm_dev: kvm-dev, /dev/kvm is the misc device 10:232.
+rig_check_kvm_dev() {
+    local numbers
+    numbers=$(stat -c '%t:%T' /dev/kvm 2>/dev/null)
+    if [ -c /dev/kvm ] && [ "$numbers" = "a:e8" ]; then
+        rig_pass kvm-dev "/dev/kvm is a char device 10:232"
+    else
+        rig_fail kvm-dev "/dev/kvm missing or wrong (major:minor hex '$numbers', want a:e8)"
+    fi
+}
+
+# rig_check_tap_bridge: tap-bridge, a TAP device enslaved to a bridge, both
+# up: what a virtio-net backend uses. The kernel says so in sysfs (brif/
+# link) and in the bridge port's state. Needs the tun and bridge modules.
+rig_check_tap_bridge() {
+    ip link set lo up
+    if tunctl -t rigtap0 >/tmp/net.out 2>&1 && brctl addbr rigbr0 >>/tmp/net.out 2>&1 &&
+        brctl addif rigbr0 rigtap0 >>/tmp/net.out 2>&1 && ip link set rigtap0 up >>/tmp/net.out 2>&1 &&
+        ip link set rigbr0 up >>/tmp/net.out 2>&1 && [ -e /sys/class/net/rigbr0/brif/rigtap0 ] &&
+        [ -e /dev/net/tun ]; then
+        rig_pass tap-bridge "rigtap0 is a port of rigbr0 ($(cat /sys/class/net/rigtap0/tun_flags 2>/dev/null) tun_flags), /dev/net/tun present"
+    else
+        rig_fail tap-bridge "could not make TAP rigtap0 a port of bridge rigbr0"
+        rig_show /tmp/net.out 15 "tunctl/brctl/ip output"
+        ls -l /dev/net /sys/class/net 2>&1 | sed 's/^/    /'
+    fi
+}
+
+# rig_check_mercury_present: mercury-present, /bin/mercury is there (an
+# aarch64 L1 has it only when MERCURY_BIN_AARCH64 names one). Returns 1
+# without it: `rig_check_mercury_present || exit 0`.
+rig_check_mercury_present() {
+    if [ -x /bin/mercury ]; then
+        rig_pass mercury-present "$(mercury --version 2>&1 | head -n 1)"
+    else
+        rig_fail mercury-present "no /bin/mercury: set MERCURY_BIN_AARCH64 to a static aarch64 mercury"
+        return 1
+    fi
+}
+
+# The no_std test guest's console (guest-images/test-guest): a 'TEST-GUEST
+# START' line, one 'CHECK NAME PASS|FAIL DETAIL' line per check, 'TEST-GUEST
+# END' (or 'TEST-GUEST PANIC ...'). Verdicts are named test-guest-NAME.
+
+# rig_test_guest_end SERIAL: test-guest-end, the guest ran to its end
+# without a panic.
+rig_test_guest_end() {
+    if grep -a -q '^TEST-GUEST END' "$1" && ! grep -a -q '^TEST-GUEST PANIC' "$1"; then
+        rig_pass test-guest-end "$(grep -a -m 1 '^TEST-GUEST START' "$1" | cut -c 1-100)"
+    else
+        rig_fail test-guest-end "no 'TEST-GUEST END', or a 'TEST-GUEST PANIC'"
+        rig_show "$1" 20 "guest console"
+    fi
+}
+
+# rig_test_guest_check SERIAL NAME [WORD...]: the guest's 'CHECK NAME PASS
+# ...' line, whose detail must contain every WORD (key=value) as a whole
+# word.
+rig_test_guest_check() {
+    local log=$1 name=$2 line status detail missing='' word
+    shift 2
+    line=$(grep -a -m 1 "^CHECK $name " "$log")
+    status=$(echo "$line" | cut -d' ' -f3)
+    detail=$(echo "$line" | cut -d' ' -f4-)
+    for word in "$@"; do
+        echo " $detail " | grep -q -F " $word " || missing="$missing $word"
+    done
+    if [ -z "$line" ]; then
+        rig_fail "test-guest-$name" "no 'CHECK $name' line from the guest"
+    elif [ "$status" = PASS ] && [ -z "$missing" ]; then
+        rig_pass "test-guest-$name" "$detail"
+    else
+        rig_fail "test-guest-$name" "guest said: $status $detail${missing:+ (want$missing)}"
+    fi
+}
+
+# rig_test_guest_timer SERIAL STDERR: test-guest-timer, the value the guest
+# read back from the boot timer is the one mercury logs on its exit line.
+rig_test_guest_timer() {
+    local logged
+    logged=$(rig_field "$2" 'exit="' boot_timer_us)
+    if rig_is_int "$logged" && [ "$logged" -gt 0 ]; then
+        rig_test_guest_check "$1" timer "boot_timer_us=$logged"
+    else
+        rig_fail test-guest-timer "mercury logged boot_timer_us='$logged', want a number > 0"
+        rig_show "$2" 15 "mercury stderr"
+    fi
+}
