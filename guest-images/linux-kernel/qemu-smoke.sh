@@ -14,6 +14,8 @@ images=$here/..
 export MERCURY_CACHE=${MERCURY_CACHE:-$HOME/.cache/mercury}
 logs=$MERCURY_CACHE/qemu-smoke
 mkdir -p "$logs"
+# shellcheck source=qemu-smoke-lib.sh
+. "$here/qemu-smoke-lib.sh"
 
 if ! command -v qemu-system-x86_64 >/dev/null; then
   [ -n "$(ls /var/lib/apt/lists/*_Packages* 2>/dev/null)" ] || apt-get update -qq >&2
@@ -26,45 +28,18 @@ initramfs=$("$images/build" initramfs)
 disk=$logs/disk.img
 truncate -s 8M "$disk"
 
-passed=0
-failed=0
-
 # run NAME EXPECTED_EXIT KERNEL "QEMU ARGS" "CMDLINE EXTRA" PATTERN... [< stdin]
 # Each PATTERN is an extended regex that must match a line of the console log.
 run() {
-  local name=$1 want_rc=$2 kernel=$3 qargs=$4 extra=$5 rc pat ok=1 start
+  local name=$1 want_rc=$2 kernel=$3 qargs=$4 extra=$5
   shift 5
-  local log=$logs/$name.log
-  start=$(date +%s.%N)
   # shellcheck disable=SC2086 # qargs is a word list on purpose
-  timeout 300 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot $qargs \
+  smoke_boot "$name" "$want_rc" qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot $qargs \
     -kernel "$kernel" -initrd "$initramfs" \
-    -append "console=ttyS0 reboot=k panic=1 $extra" >"$log" 2>&1 && rc=0 || rc=$?
-  for pat in "$@"; do
-    grep -Eq -- "$pat" <(tr -d '\r' <"$log") || { echo "  $name: no line matches /$pat/" >&2; ok=0; }
-  done
-  [ "$rc" = "$want_rc" ] || { echo "  $name: QEMU exit status $rc, want $want_rc" >&2; ok=0; }
-  if [ "$ok" = 1 ]; then
-    passed=$((passed + 1))
-    printf 'ok   %-22s %5.1f s\n' "$name" "$(echo "$(date +%s.%N) - $start" | bc)"
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %-22s log: %s\n' "$name" "$log"
-  fi
+    -append "console=ttyS0 reboot=k panic=1 $extra"
+  smoke_verdict "$name" "$@"
 }
 
-# Once the guest's shell is up (its case log shows "ACTION shell"), type the
-# command $1, then exit.
-type_into_shell() {
-  until grep -qs 'ACTION shell' "$logs/$case.log"; do sleep 1; done
-  # One line at a time: typed ahead, the rest of the input can reach the
-  # shell before it has run the first line.
-  sleep 2; printf '%s\n' "$1"
-  sleep 3; printf 'exit\n'
-}
-
-info='MERCURY-GUEST INFO memtotal_kb=2[0-9]{5} nproc='
-selected() { [ $# -eq 0 ] || [[ " $* " == *" $case "* ]]; }
 cases="bzimage-reboot pvh-default smp3-poweroff panic-pvpanic panic-reboot shell microvm-acpi"
 for case in $cases; do
   selected "$@" || continue
