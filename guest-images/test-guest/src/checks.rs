@@ -8,7 +8,6 @@
 //! device, or the platform compared with what the command line announced.
 
 use core::arch::asm;
-use core::hint::black_box;
 
 use crate::acpi_checks;
 use crate::bootinfo::BootInfo;
@@ -44,12 +43,6 @@ const LOOPBACK_TOKEN: &[u8] = b"mercury";
 /// `serial`: most bytes read out of the receive FIFO before or after the
 /// loopback transfer (more than a 16550's or vm-superio's FIFO holds).
 const RX_DRAIN_LIMIT: usize = 256;
-/// `compute`: sieve bound and its expected prime count.
-const SIEVE_LIMIT: usize = 4096;
-const EXPECTED_PRIMES: u32 = 564;
-/// `compute`: FNV-1a (64-bit) of the 1 KiB pattern `byte[i] = i * 7 + 3 (mod 256)`.
-const HASH_LEN: usize = 1024;
-const EXPECTED_FNV1A: u64 = 0x2288_1ee4_7abb_6b25;
 /// `heartbeat`: interval between lines, in µs of TSC time.
 const HEARTBEAT_US: u64 = 200_000;
 
@@ -246,45 +239,14 @@ fn timer() {
     println!("CHECK timer {verdict} boot_timer_us={recorded}");
 }
 
-/// Deterministic integer work with known answers.
+/// Deterministic integer work with known answers ([`crate::compute`]).
 fn compute() {
-    let primes = count_primes(black_box(SIEVE_LIMIT));
-    let hash = fnv1a_pattern(black_box(HASH_LEN));
-    let verdict = if primes == EXPECTED_PRIMES && hash == EXPECTED_FNV1A {
-        "PASS"
-    } else {
-        "FAIL"
-    };
-    println!("CHECK compute {verdict} primes={primes} fnv1a={hash:016x}");
-}
-
-/// Number of primes below `limit` (at most [`SIEVE_LIMIT`]), by sieve.
-fn count_primes(limit: usize) -> u32 {
-    let limit = limit.min(SIEVE_LIMIT);
-    let mut composite = [false; SIEVE_LIMIT];
-    let mut count = 0;
-    for n in 2..limit {
-        if composite[n] {
-            continue;
-        }
-        count += 1;
-        let mut multiple = n * n;
-        while multiple < limit {
-            composite[multiple] = true;
-            multiple += n;
-        }
-    }
-    count
-}
-
-/// FNV-1a (64-bit) of `len` bytes of the pattern `i * 7 + 3 (mod 256)`.
-fn fnv1a_pattern(len: usize) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    (0..len).fold(OFFSET_BASIS, |hash, i| {
-        let byte = (i as u8).wrapping_mul(7).wrapping_add(3);
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    })
+    let c = crate::compute::run();
+    let verdict = if c.ok() { "PASS" } else { "FAIL" };
+    println!(
+        "CHECK compute {verdict} primes={} fnv1a={:016x}",
+        c.primes, c.fnv1a
+    );
 }
 
 /// Announces itself, then triple-faults: with an empty IDT (limit 0) the

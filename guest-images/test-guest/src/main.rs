@@ -9,42 +9,39 @@
 #![no_std]
 #![no_main]
 
-// The x86_64 guest's modules; the aarch64 guest lives in src/arch/aarch64.
-#[cfg(target_arch = "x86_64")]
-mod acpi;
-#[cfg(target_arch = "x86_64")]
-mod acpi_checks;
+/// Gives each item it wraps `#[cfg(target_arch = "x86_64")]`.
+macro_rules! x86_64_only {
+    ($($item:item)*) => {
+        $(#[cfg(target_arch = "x86_64")] $item)*
+    };
+}
+
 mod arch;
-#[cfg(target_arch = "x86_64")]
-mod bootinfo;
-#[cfg(target_arch = "x86_64")]
-mod checks;
-#[cfg(target_arch = "x86_64")]
-mod cpu;
-#[cfg(target_arch = "x86_64")]
-mod entry;
-#[cfg(target_arch = "x86_64")]
-mod idt;
-#[cfg(target_arch = "x86_64")]
-mod mptable;
-#[cfg(target_arch = "x86_64")]
-mod paging;
-#[cfg(target_arch = "x86_64")]
-mod phys;
-#[cfg(target_arch = "x86_64")]
-mod serial;
-#[cfg(target_arch = "x86_64")]
-mod smp;
-#[cfg(target_arch = "x86_64")]
-mod virtio;
+/// Shared by both architectures.
+mod compute;
+mod report;
 
-#[cfg(target_arch = "x86_64")]
-use core::panic::PanicInfo;
+// The x86_64 guest's modules; the aarch64 guest lives in src/arch/aarch64.
+x86_64_only! {
+    mod acpi;
+    mod acpi_checks;
+    mod bootinfo;
+    mod checks;
+    mod cpu;
+    mod entry;
+    mod idt;
+    mod mptable;
+    mod paging;
+    mod phys;
+    mod serial;
+    mod smp;
+    mod virtio;
 
-#[cfg(target_arch = "x86_64")]
-use bootinfo::BootInfo;
-#[cfg(target_arch = "x86_64")]
-use serial::{println, Bytes};
+    use core::panic::PanicInfo;
+
+    use bootinfo::BootInfo;
+    use serial::{println, Bytes};
+}
 
 #[cfg(target_arch = "x86_64")]
 /// Called by `entry.rs` in long mode, on our stack, GDT and page tables.
@@ -72,14 +69,6 @@ fn main(boot: &BootInfo) -> ! {
 #[cfg(target_arch = "x86_64")]
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    match info.location() {
-        Some(at) => println!(
-            "TEST-GUEST PANIC {} at {}:{}",
-            info.message(),
-            at.file(),
-            at.line()
-        ),
-        None => println!("TEST-GUEST PANIC {}", info.message()),
-    }
+    println!("{}", report::PanicLine(info));
     cpu::reset()
 }

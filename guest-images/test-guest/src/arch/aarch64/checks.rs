@@ -4,7 +4,6 @@
 //! platform in the FDT compared with what the command line announced).
 
 use core::arch::asm;
-use core::hint::black_box;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use super::fdt::{self, Fdt, Node};
@@ -32,11 +31,6 @@ const RX_DRAIN_LIMIT: usize = 256;
 /// `serial` (PL011): the identification registers' expected values.
 const PL011_PART: u32 = 0x011;
 const PRIMECELL_ID: u32 = 0xb105_f00d;
-/// `compute`: as on x86.
-const SIEVE_LIMIT: usize = 4096;
-const EXPECTED_PRIMES: u32 = 564;
-const HASH_LEN: usize = 1024;
-const EXPECTED_FNV1A: u64 = 0x2288_1ee4_7abb_6b25;
 /// `smp`: how long the boot CPU waits for the others, in µs.
 const SMP_WAIT_US: u64 = 3_000_000;
 /// `poweroff`: how long the VM may survive SYSTEM_OFF before FAIL, in µs.
@@ -495,42 +489,16 @@ fn timer(boot: &Boot) {
     );
 }
 
-/// `compute`: the x86 guest's sieve and FNV-1a, plain integer code.
+/// `compute`: the x86 guest's sieve and FNV-1a ([`crate::compute`]), plain
+/// integer code.
 fn compute() {
-    let primes = count_primes(black_box(SIEVE_LIMIT));
-    let hash = fnv1a_pattern(black_box(HASH_LEN));
-    let ok = primes == EXPECTED_PRIMES && hash == EXPECTED_FNV1A;
+    let c = crate::compute::run();
     println!(
-        "CHECK compute {} primes={primes} fnv1a={hash:016x}",
-        verdict(ok)
+        "CHECK compute {} primes={} fnv1a={:016x}",
+        verdict(c.ok()),
+        c.primes,
+        c.fnv1a
     );
-}
-
-fn count_primes(limit: usize) -> u32 {
-    let limit = limit.min(SIEVE_LIMIT);
-    let mut composite = [false; SIEVE_LIMIT];
-    let mut count = 0;
-    for n in 2..limit {
-        if composite[n] {
-            continue;
-        }
-        count += 1;
-        let mut multiple = n * n;
-        while multiple < limit {
-            composite[multiple] = true;
-            multiple += n;
-        }
-    }
-    count
-}
-
-fn fnv1a_pattern(len: usize) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    (0..len).fold(OFFSET_BASIS, |hash, i| {
-        let byte = (i as u8).wrapping_mul(7).wrapping_add(3);
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    })
 }
 
 /// `poweroff`: PSCI SYSTEM_OFF; the PASS line comes first, nothing after it

@@ -104,14 +104,6 @@ fn power_off() -> ! {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    match info.location() {
-        Some(at) => println!(
-            "TEST-GUEST PANIC {} at {}:{}",
-            info.message(),
-            at.file(),
-            at.line()
-        ),
-        None => println!("TEST-GUEST PANIC {}", info.message()),
-    }
+    println!("{}", crate::report::PanicLine(info));
     power_off()
 }
