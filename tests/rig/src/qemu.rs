@@ -443,26 +443,31 @@ pub fn install(repo: &Path) -> Result<(), crate::command::CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::Arch;
 
-    #[test]
-    fn command_line_matches_the_documented_l1() {
-        let spec = BootSpec {
-            qemu: QEMU.into(),
+    /// The L1 boot of `arch` with `memory_mib`, on placeholder paths.
+    fn l1_spec(arch: Arch, memory_mib: u32) -> BootSpec {
+        BootSpec {
+            qemu: arch.qemu().into(),
             kernel: "/k".into(),
             initrd: "/i".into(),
-            machine: None,
+            machine: arch.machine().map(str::to_string),
             accel: L1_ACCEL.into(),
-            cpu: L1_CPU.into(),
-            memory_mib: 3072,
+            cpu: arch.cpu().into(),
+            memory_mib,
             smp: 2,
-            append: L1_CMDLINE.into(),
+            append: arch.cmdline().into(),
             timeout: Duration::from_secs(1),
             console_log: "/l".into(),
             monitor: "/m".into(),
             disk: None,
-        };
+        }
+    }
+
+    #[test]
+    fn command_line_matches_the_documented_l1() {
         assert_eq!(
-            crate::command::render(&spec.command()),
+            crate::command::render(&l1_spec(Arch::X86_64, 3072).command()),
             "qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt,-xsave -smp 2 -m 3072 -nographic -no-reboot \
              -nic none -monitor unix:/m,server=on,wait=off -kernel /k -initrd /i -append console=ttyS0 panic=-1 quiet"
         );
@@ -470,25 +475,8 @@ mod tests {
 
     #[test]
     fn aarch64_command_line_selects_the_virt_machine_with_el2() {
-        use crate::arch::Arch;
-        let arch = Arch::Aarch64;
-        let spec = BootSpec {
-            qemu: arch.qemu().into(),
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-            machine: arch.machine().map(str::to_string),
-            accel: L1_ACCEL.into(),
-            cpu: arch.cpu().into(),
-            memory_mib: 2048,
-            smp: 2,
-            append: arch.cmdline().into(),
-            timeout: Duration::from_secs(1),
-            console_log: "/l".into(),
-            monitor: "/m".into(),
-            disk: None,
-        };
         assert_eq!(
-            crate::command::render(&spec.command()),
+            crate::command::render(&l1_spec(Arch::Aarch64, 2048).command()),
             "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -accel tcg -cpu max,pauth-impdef=on \
              -smp 2 -m 2048 -nographic -no-reboot -nic none -monitor unix:/m,server=on,wait=off \
              -kernel /k -initrd /i -append console=ttyAMA0 panic=-1 quiet"
