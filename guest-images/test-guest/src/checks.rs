@@ -17,14 +17,10 @@ use crate::serial::{println, Bytes};
 use crate::smp;
 use crate::virtio;
 
-/// Checks run when the command line has no `checks=`.
-const DEFAULT_CHECKS: &[u8] = b"serial";
 /// The boot-timer MMIO register and the value that stops the VMM's timer.
 /// Reading 8 bytes there returns the recorded boot time in µs (mercury).
 const BOOT_TIMER_ADDR: u64 = 0xd000_0000;
 const BOOT_TIMER_MAGIC: u8 = 123;
-/// `memory`: the command-line word announcing the expected RAM in MiB.
-const EXPECT_MIB: &[u8] = b"expect_mib=";
 /// `cpuid`: the BSP's local APIC ID register (bits 31:24).
 const LAPIC_ID_REG: u64 = 0xfee0_0020;
 /// `serial`: COM1's registers (DLAB clear) and the bits the check uses.
@@ -46,19 +42,9 @@ const RX_DRAIN_LIMIT: usize = 256;
 /// `heartbeat`: interval between lines, in µs of TSC time.
 const HEARTBEAT_US: u64 = 200_000;
 
-/// The check names requested by `cmdline` (the last `checks=` wins).
-pub fn requested(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let list = cmdline
-        .split(|b| b.is_ascii_whitespace())
-        .filter_map(|word| word.strip_prefix(b"checks="))
-        .next_back()
-        .unwrap_or(DEFAULT_CHECKS);
-    list.split(|&b| b == b',').filter(|name| !name.is_empty())
-}
-
 /// Runs every requested check in order.
 pub fn run_all(boot: &BootInfo) {
-    for name in requested(boot.cmdline()) {
+    for name in crate::cmdline::requested(boot.cmdline()) {
         run(name, boot);
     }
 }
@@ -163,11 +149,7 @@ fn serial() {
 /// Total RAM from the memory map, rounded to the nearest MiB, against the
 /// `expect_mib=<n>` the command line announced (the last one wins).
 fn memory(boot: &BootInfo) {
-    let announced = boot
-        .cmdline()
-        .split(|b| b.is_ascii_whitespace())
-        .filter_map(|word| word.strip_prefix(EXPECT_MIB))
-        .next_back();
+    let announced = crate::cmdline::expect_mib(boot.cmdline());
     let expected = announced.map(parse_decimal);
     let mib = match boot.ram_bytes {
         Some(bytes) if bytes > 0 => (bytes + (1 << 19)) >> 20,

@@ -17,7 +17,8 @@ macro_rules! x86_64_only {
 }
 
 mod arch;
-/// Shared by both architectures.
+// Shared by both architectures.
+mod cmdline;
 mod compute;
 mod report;
 

@@ -11,10 +11,6 @@ use super::psci::{self, Conduit};
 use super::uart::{self, println, Bytes, Kind};
 use super::{Boot, MAX_CPUS};
 
-/// Checks run when the command line has no `checks=`.
-const DEFAULT_CHECKS: &[u8] = b"serial";
-/// `memory`: the command-line word announcing the expected RAM in MiB.
-const EXPECT_MIB: &[u8] = b"expect_mib=";
 /// `timer`: the FDT node of the VMM's boot timer, and the address used
 /// without one: Firecracker's aarch64 boot timer, at the start of its MMIO
 /// space (1 GiB). Never used when that address is RAM (QEMU's `virt`).
@@ -45,19 +41,9 @@ const CHECKED_IN: u64 = 1 << 63;
 /// What each secondary CPU reported (`CHECKED_IN | MPIDR`), by index.
 static mut CHECKIN: [u64; MAX_CPUS] = [0; MAX_CPUS];
 
-/// The check names requested by `cmdline` (the last `checks=` wins).
-pub fn requested(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let list = cmdline
-        .split(|b| b.is_ascii_whitespace())
-        .filter_map(|word| word.strip_prefix(b"checks="))
-        .next_back()
-        .unwrap_or(DEFAULT_CHECKS);
-    list.split(|&b| b == b',').filter(|name| !name.is_empty())
-}
-
 /// Runs every requested check in order.
 pub fn run_all(boot: &Boot) {
-    for name in requested(boot.cmdline) {
+    for name in crate::cmdline::requested(boot.cmdline) {
         match name {
             b"serial" => serial(),
             b"memory" => memory(boot),
@@ -207,11 +193,7 @@ fn memory(boot: &Boot) {
         first.get_or_insert(base);
     });
     let mib = (total + (1 << 19)) >> 20;
-    let expect = boot
-        .cmdline
-        .split(|b| b.is_ascii_whitespace())
-        .filter_map(|w| w.strip_prefix(EXPECT_MIB))
-        .next_back();
+    let expect = crate::cmdline::expect_mib(boot.cmdline);
     let base = first.unwrap_or(0);
     if ranges == 0 {
         let expect = expect.map_or(&b"none"[..], |e| e);
