@@ -28,6 +28,14 @@ extern "C" {
 
 global_asm!(
     r#"
+    // Points VBAR_EL1 at the vectors below (clobbers x1); every CPU does.
+    .macro install_vectors
+    adrp    x1, exception_vectors
+    add     x1, x1, :lo12:exception_vectors
+    msr     vbar_el1, x1
+    isb
+    .endm
+
     .section .text.head, "ax"
     .global _head
 _head:
@@ -75,10 +83,7 @@ primary_entry:
     add     x1, x1, :lo12:__stacks_start
     add     x1, x1, #{stack_size}
     mov     sp, x1
-    adrp    x1, exception_vectors
-    add     x1, x1, :lo12:exception_vectors
-    msr     vbar_el1, x1
-    isb
+    install_vectors
     mov     x0, x19
     mov     x1, x20
     bl      aarch64_primary_main
@@ -97,10 +102,7 @@ secondary_entry:
     mov     x3, #{stack_size}
     madd    x1, x2, x3, x1
     mov     sp, x1
-    adrp    x1, exception_vectors
-    add     x1, x1, :lo12:exception_vectors
-    msr     vbar_el1, x1
-    isb
+    install_vectors
     mov     x0, x19
     bl      aarch64_secondary_main
 6:  wfe
