@@ -62,6 +62,44 @@ pub fn in_new_netns(body: impl FnOnce() + Send + 'static) {
     );
 }
 
+/// `struct __user_cap_header_struct` and `struct __user_cap_data_struct`
+/// (linux/capability.h), for dropping a capability from one thread.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Drops `CAP_NET_ADMIN` from the calling thread's effective set
+/// (capabilities are per thread: run it in an [`in_new_netns`] body, whose
+/// thread ends with the test). Panics if the kernel refuses.
+pub fn drop_net_admin() {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two `CapData` (version 3) into `data` and reads
+    // `header`.
+    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    assert_eq!(ret, 0, "capget: {}", io::Error::last_os_error());
+    data[0].effective &= !(1 << CAP_NET_ADMIN);
+    // SAFETY: capset reads `header` and two `CapData`.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    assert_eq!(ret, 0, "capset: {}", io::Error::last_os_error());
+}
+
 /// Runs `ip ARGS` (iproute2) in the calling thread's namespace.
 pub fn ip(args: &[&str]) -> io::Result<()> {
     let out = Command::new("ip").args(args).output()?;

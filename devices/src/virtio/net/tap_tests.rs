@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mercury_tests::netns::in_new_netns;
+use mercury_tests::netns::{drop_net_admin, in_new_netns};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
@@ -282,7 +282,7 @@ fn a_busy_tap_and_a_non_tap_are_reported_by_name() {
 #[test]
 fn without_cap_net_admin_a_tap_is_not_permitted() {
     in_new_netns(|| {
-        drop_cap_net_admin();
+        drop_net_admin();
         let err = Tap::open("mercury-eperm").expect_err("created without CAP_NET_ADMIN");
         assert!(matches!(err, NetError::TapNotPermitted { .. }), "{err}");
         assert!(err.to_string().contains("mercury-eperm"), "{err}");
@@ -300,35 +300,4 @@ fn a_real_tap_accepts_checksum_and_tso_offloads() {
         let guest_tso = 1u64 << virtio_bindings::virtio_net::VIRTIO_NET_F_GUEST_TSO4;
         assert_ne!(net.features() & guest_tso, 0);
     });
-}
-
-/// Drops `CAP_NET_ADMIN` from the calling thread's effective set
-/// (capabilities, too, are per thread).
-fn drop_cap_net_admin() {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    const CAP_NET_ADMIN: u32 = 12;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget writes two `Data` (version 3) into `data`.
-    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    check(ret as i32, "capget");
-    data[0].effective &= !(1 << CAP_NET_ADMIN);
-    // SAFETY: capset reads the header and two `Data`.
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
-    check(ret as i32, "capset");
 }

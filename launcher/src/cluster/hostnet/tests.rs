@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use mercury_tests::netns::in_new_netns;
+use mercury_tests::netns::{drop_net_admin, in_new_netns};
 use serde_json::Value;
 
 use super::tap::{ifreq, TAP_FLAGS};
@@ -329,42 +329,6 @@ fn bad_names_are_refused_before_the_kernel_sees_them() {
             "invalid interface name \"sixteen-bytes-xx\": longer than 15 bytes (IFNAMSIZ - 1)"
         );
     });
-}
-
-/// `struct __user_cap_header_struct` and `struct __user_cap_data_struct`
-/// (linux/capability.h), for dropping a capability from one thread.
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-const CAP_NET_ADMIN: u32 = 12;
-
-/// Drops `CAP_NET_ADMIN` from the calling thread's effective set
-/// (capabilities are per thread; the thread ends with the test).
-fn drop_net_admin() {
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget writes two `CapData` into `data` and reads `header`.
-    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    assert_eq!(ret, 0, "capget: {}", io::Error::last_os_error());
-    data[0].effective &= !(1 << CAP_NET_ADMIN);
-    // SAFETY: capset reads `header` and two `CapData`.
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-    assert_eq!(ret, 0, "capset: {}", io::Error::last_os_error());
 }
 
 #[test]
