@@ -77,7 +77,10 @@ const CASES: &[(&str, &str, &str, &str)] = &[
 #[test]
 fn every_invalid_spec_is_refused_naming_its_field_and_nothing_is_made() {
     for (what, from, to, field) in CASES {
-        assert!(EXAMPLE.contains(from), "{what}: the example has no `{from}`");
+        assert!(
+            EXAMPLE.contains(from),
+            "{what}: the example has no `{from}`"
+        );
         let dir = TempDir::new("cluster-up-invalid");
         let spec = dir.path().join("cluster.yaml");
         std::fs::write(&spec, EXAMPLE.replacen(from, to, 1)).unwrap();
@@ -119,6 +122,9 @@ fn down_of_an_unknown_cluster_does_nothing_and_succeeds() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("cluster nowhere: nothing to remove"), "{stderr}");
+    assert!(
+        stderr.contains("cluster nowhere: nothing to remove"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -1,14 +1,17 @@
 //! `mercury cluster reconcile` end to end, on git repositories made with
 //! libgit2 in temporary directories (no git binary): one-shot with a valid
 //! and an invalid spec, argument errors, and `--watch` stopped by SIGTERM.
-//! No KVM needed: the converger only plans for now.
+//! The converger is the real `up`: each run that converges gets a network
+//! namespace of its own (`unshare -n`), so the bridge `up` makes lives and
+//! dies with it; the example's image does not exist, so the converge fails
+//! at the first node's root disk — which shows the real `up` ran.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, RepositoryInitOptions, Signature};
-use mercury_tests::{wait_within, TempDir, CHILD_TIMEOUT};
+use mercury_tests::{output_within, wait_within, TempDir, CHILD_TIMEOUT};
 
 mod common;
 use common::{mercury, text};
@@ -32,17 +35,16 @@ fn repo_with_spec(dir: &Path, spec: &str) -> (String, Oid) {
 }
 
 /// `mercury cluster reconcile` once, of the spec in git repository `url`,
-/// with state in `state`.
+/// with state in `state`, in a network namespace of its own.
 fn reconcile_once(url: &str, state: &Path) -> Output {
-    mercury(&[
-        "cluster",
-        "reconcile",
-        "--git",
-        url,
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--no-file-checks",
-    ])
+    output_within(
+        Command::new("unshare")
+            .args(["-n", env!("CARGO_BIN_EXE_mercury")])
+            .args(["cluster", "reconcile", "--git", url, "--state-dir"])
+            .arg(state)
+            .arg("--no-file-checks"),
+        CHILD_TIMEOUT,
+    )
 }
 
 #[test]
@@ -76,34 +78,37 @@ fn one_shot_with_an_invalid_spec_exits_1_naming_the_field_and_the_commit() {
 }
 
 #[test]
-fn one_shot_with_a_valid_spec_converges_and_exits_0() {
+fn one_shot_with_a_valid_spec_runs_up_and_exits_3_when_it_fails() {
     let dir = TempDir::new("reconcile-valid");
     let (url, commit) = repo_with_spec(&dir.path().join("remote.git"), EXAMPLE);
     let state = dir.path().join("state");
     let out = reconcile_once(&url, &state);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
     let short = &commit.to_string()[..7];
-    let actions: Vec<&str> = stderr
+    let line = stderr
         .lines()
-        .filter_map(|l| l.split_once(&format!(" reconcile: commit {short} (main:cluster.yaml): ")))
-        .map(|(time, action)| {
-            assert!(
-                time.len() == 20 && time.ends_with('Z'),
-                "timestamp {time:?}"
-            );
-            action
+        .find(|l| {
+            l.contains(&format!(
+                " reconcile: commit {short} (main:cluster.yaml): converge failed: "
+            ))
         })
-        .collect();
-    assert_eq!(
-        actions,
-        [
-            "would create edge1-cp-0 (plan only)",
-            "would create edge1-general-0 (plan only)",
-            "would create edge1-general-1 (plan only)",
-            "would create rack1-a (plan only)",
-        ],
-        "{stderr}"
+        .unwrap_or_else(|| panic!("no converge failure logged:\n{stderr}"));
+    let time = line.split(' ').next().unwrap();
+    assert!(
+        time.len() == 20 && time.ends_with('Z'),
+        "timestamp {time:?}"
+    );
+    assert!(
+        line.contains("node edge1-cp-0: cannot copy its root disk from the image"),
+        "{line}"
+    );
+    // up ran: it made the cluster's secrets, and removed the node that failed.
+    let cluster = state.join("edge1");
+    assert!(cluster.join("secrets/ca.crt").is_file(), "{stderr}");
+    assert!(
+        !cluster.join("edge1-cp-0").exists(),
+        "the failed node was left behind"
     );
     // The fetch went into the cache under the state directory.
     assert_eq!(
@@ -167,7 +172,8 @@ fn watch_stops_on_sigterm_and_exits_0() {
     let (url, commit) = repo_with_spec(&dir.path().join("remote.git"), EXAMPLE);
     let state = dir.path().join("state");
     let log_path = dir.path().join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_mercury"))
+    let child = Command::new("unshare")
+        .args(["-n", env!("CARGO_BIN_EXE_mercury")])
         .args([
             "cluster",
             "reconcile",
@@ -189,7 +195,7 @@ fn watch_stops_on_sigterm_and_exits_0() {
     while !std::fs::read_to_string(&log_path)
         .unwrap()
         .contains(&format!(
-            "commit {short} (main:cluster.yaml): would create rack1-a"
+            "commit {short} (main:cluster.yaml): converge failed"
         ))
     {
         assert!(

@@ -26,7 +26,9 @@ const FICLONE: libc::c_ulong = 0x4004_9409;
 pub enum CopyMethod {
     Reflink,
     /// `bytes` of data copied; the rest are holes.
-    Sparse { bytes: u64 },
+    Sparse {
+        bytes: u64,
+    },
 }
 
 impl std::fmt::Display for CopyMethod {
@@ -43,10 +45,7 @@ impl std::fmt::Display for CopyMethod {
 /// removed.
 pub fn copy_image(image: &Path, dest: &Path) -> io::Result<CopyMethod> {
     let src = File::open(image)?;
-    let dst = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dest)?;
+    let dst = OpenOptions::new().write(true).create_new(true).open(dest)?;
     let result = clone_or_copy(&src, &dst).and_then(|method| dst.sync_all().map(|()| method));
     if result.is_err() {
         let _ = fs::remove_file(dest);
@@ -151,7 +150,10 @@ mod tests {
             CopyMethod::Reflink => {}
             CopyMethod::Sparse { bytes } => {
                 assert!(bytes < 16 << 20, "copied {bytes} bytes of a 12 KiB image");
-                assert!(used < 16 << 20, "the copy uses {used} bytes: holes were filled");
+                assert!(
+                    used < 16 << 20,
+                    "the copy uses {used} bytes: holes were filled"
+                );
             }
         }
         // The destination must be new; an existing one is left alone.

@@ -252,7 +252,10 @@ mod tests {
         );
         assert_eq!(parse_ready(line, "edge1-cp-1", "edge1-cp-0-1a2b"), None);
         assert_eq!(parse_ready(line, "edge1-cp-0", "edge1-cp-0-ffff"), None);
-        assert_eq!(parse_ready("mercury-ready node=edge1-cp-0", "edge1-cp-0", "x"), None);
+        assert_eq!(
+            parse_ready("mercury-ready node=edge1-cp-0", "edge1-cp-0", "x"),
+            None
+        );
     }
 
     #[test]
@@ -276,9 +279,15 @@ mod tests {
             ready_after: None,
             guest_uptime_at_ready: None,
         };
-        assert_eq!(stop(&record, Duration::from_secs(5)).unwrap(), Stopped::PoweredOff);
+        assert_eq!(
+            stop(&record, Duration::from_secs(5)).unwrap(),
+            Stopped::PoweredOff
+        );
         assert!(!state::process_alive(&record));
-        assert_eq!(stop(&record, Duration::from_secs(5)).unwrap(), Stopped::NotRunning);
+        assert_eq!(
+            stop(&record, Duration::from_secs(5)).unwrap(),
+            Stopped::NotRunning
+        );
         drop(child);
     }
 }

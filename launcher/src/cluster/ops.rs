@@ -222,7 +222,10 @@ pub(crate) fn run_up(args: &UpArgs) -> ExitCode {
         eprintln!("mercury: cluster {}: nothing to do", spec.metadata.name);
     }
     for (name, bundle) in &outcome.bundles {
-        eprintln!("mercury: bare-metal {name}: run on the machine: {}", bundle.command);
+        eprintln!(
+            "mercury: bare-metal {name}: run on the machine: {}",
+            bundle.command
+        );
     }
     match status::status(&spec, state_dir) {
         Ok(s) => {
@@ -308,7 +311,15 @@ fn print_status(s: &ClusterStatus, output: Output) {
 pub(crate) fn status_table(s: &ClusterStatus) -> String {
     let secs = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}s"));
     let mut rows = vec![[
-        "NAME", "ROLE", "KIND", "IP", "MAC", "STATE", "UPTIME", "READY-AFTER", "GUEST-BOOT",
+        "NAME",
+        "ROLE",
+        "KIND",
+        "IP",
+        "MAC",
+        "STATE",
+        "UPTIME",
+        "READY-AFTER",
+        "GUEST-BOOT",
     ]
     .map(String::from)];
     for n in &s.nodes {

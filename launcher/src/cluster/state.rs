@@ -339,7 +339,11 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 
 fn create_private_dir(dir: &Path) -> Result<(), StateError> {
     use std::os::unix::fs::DirBuilderExt as _;
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => Ok(()),
         Err(e) => Err(io_at(dir)(e)),
     }
@@ -435,7 +439,10 @@ mod tests {
         let held = cluster.lock().unwrap();
         let err = cluster.lock().unwrap_err().to_string();
         assert!(err.contains("cluster edge1 is busy"), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(held);
         cluster.lock().expect("free again once dropped");
         fs::remove_dir_all(&dir).unwrap();
@@ -455,7 +462,10 @@ mod tests {
 
     #[test]
     fn a_live_process_is_known_by_pid_and_start_time() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
         let start = process_start_time(pid).expect("a running child has a start time");
         let mut r = record("edge1-cp-0");
@@ -472,7 +482,10 @@ mod tests {
         while process_alive(&r) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(!process_alive(&r), "killed child {pid} still counts as alive");
+        assert!(
+            !process_alive(&r),
+            "killed child {pid} still counts as alive"
+        );
         child.wait().unwrap();
         assert_eq!(observed(&[r]).nodes[0].state, NodeState::Crashed);
     }

@@ -119,8 +119,7 @@ pub fn status(spec: &ClusterSpec, state_dir: &Path) -> Result<ClusterStatus, UpE
     }
     for r in &records {
         let state = condition(&cluster, r);
-        if r.kind == NodeKind::Microvm && state != Condition::Ready && state != Condition::Crashed
-        {
+        if r.kind == NodeKind::Microvm && state != Condition::Ready && state != Condition::Crashed {
             differences.push(format!("{} is not ready", r.name));
         }
         nodes.push(NodeStatus {
@@ -149,7 +148,10 @@ pub fn status(spec: &ClusterSpec, state_dir: &Path) -> Result<ClusterStatus, UpE
         .collect();
     nodes.sort_by_key(|n| {
         (
-            order.iter().position(|o| *o == n.name).unwrap_or(usize::MAX),
+            order
+                .iter()
+                .position(|o| *o == n.name)
+                .unwrap_or(usize::MAX),
             n.name.clone(),
         )
     });

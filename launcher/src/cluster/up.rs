@@ -129,13 +129,12 @@ pub fn up(
     check_taps_free(&net, &plan, &records)?;
     // Every node's documents first: a name cloud-init would misread is
     // refused before anything is made.
-    let secrets = secrets::load_or_create(&cluster.secrets_dir()).map_err(|source| {
-        UpError::Io {
+    let secrets =
+        secrets::load_or_create(&cluster.secrets_dir()).map_err(|source| UpError::Io {
             what: "cannot read or create the cluster secrets in",
             path: cluster.secrets_dir(),
             source,
-        }
-    })?;
+        })?;
     ensure_bridge(&cluster, &net, spec)?;
     let mut step = Step {
         spec,
@@ -164,13 +163,16 @@ pub fn up(
                 }
             }
         }
-        wait_ready(&cluster, step.records, &started, opts.ready_timeout, progress)?;
+        wait_ready(
+            &cluster,
+            step.records,
+            &started,
+            opts.ready_timeout,
+            progress,
+        )?;
     }
     let Step { done, bundles, .. } = step;
-    Ok(Outcome {
-        done,
-        bundles,
-    })
+    Ok(Outcome { done, bundles })
 }
 
 fn action_role(action: &Action) -> Role {
@@ -277,7 +279,11 @@ impl Step<'_> {
     }
 
     /// Creates a node from the image, or a bare-metal machine's bundle.
-    fn make(&mut self, n: &NodePlan, progress: &mut dyn Progress) -> Result<Option<String>, UpError> {
+    fn make(
+        &mut self,
+        n: &NodePlan,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<String>, UpError> {
         let docs = self.documents(n)?;
         let instance_id = cloudinit::instance_id(n);
         let mut record = NodeRecord {
@@ -307,18 +313,13 @@ impl Step<'_> {
         } = &n.machine
         else {
             record.kind = NodeKind::Baremetal;
-            let bundle = bundle::write_bundle(
-                &self.opts.state_dir,
-                self.spec,
-                self.plan,
-                n,
-                self.secrets,
-            )
-            .map_err(|source| UpError::Node {
-                node: n.name.clone(),
-                what: "cannot write its join bundle",
-                source,
-            })?;
+            let bundle =
+                bundle::write_bundle(&self.opts.state_dir, self.spec, self.plan, n, self.secrets)
+                    .map_err(|source| UpError::Node {
+                    node: n.name.clone(),
+                    what: "cannot write its join bundle",
+                    source,
+                })?;
             self.cluster.save_node(&record)?;
             let line = format!("bundle {}: {}", n.name, bundle.dir.display());
             progress.event(&line);
@@ -429,7 +430,13 @@ impl Step<'_> {
         let Some(record) = self.records.remove(name) else {
             return Ok(());
         };
-        remove_node(self.cluster, self.net, &record, self.opts.stop_grace, progress)
+        remove_node(
+            self.cluster,
+            self.net,
+            &record,
+            self.opts.stop_grace,
+            progress,
+        )
     }
 }
 
@@ -484,12 +491,13 @@ fn wait_ready(
         for name in pending {
             let record = records.get_mut(&name).expect("a started node is recorded");
             let files = cluster.node(&name);
-            let ready = node::find_ready(&files.console(), &name, &record.instance_id)
-                .map_err(|source| UpError::Io {
+            let ready = node::find_ready(&files.console(), &name, &record.instance_id).map_err(
+                |source| UpError::Io {
                     what: "cannot read the console log",
                     path: files.console(),
                     source,
-                })?;
+                },
+            )?;
             if let Some(ready) = ready {
                 let after = now - record.started_at.unwrap_or(now);
                 record.ready_after = Some(after);
