@@ -29,11 +29,12 @@ in_root systemctl disable etcd.service >&2
 # Periodic maintenance and first-boot prompts a short-lived node does not
 # want: apt has no reachable mirror, scrubbing needs LVM, trimming a sparse
 # image is the host's job, and systemd-firstboot would ask on the console.
-# The kernel has no modules: the modprobe@ units (fuse, loop, dm_mod, ...)
+# cloud-config.service runs no module here (90-mercury.cfg moves them to
+# the init stage). The kernel has no modules: the modprobe@ units (fuse, loop, dm_mod, ...)
 # and systemd-modules-load only cost start-up time (~0.5 s each, measured).
 for unit in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
     e2scrub_reap.service fstrim.timer systemd-firstboot.service \
-    modprobe@.service systemd-modules-load.service; do
+    modprobe@.service systemd-modules-load.service cloud-config.service; do
   if has_unit "$unit"; then in_root systemctl mask "$unit" >&2; fi
 done
 

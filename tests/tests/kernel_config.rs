@@ -168,7 +168,7 @@ const NODE_OPTIONAL: &[Opt] = &[
     opt("NETFILTER_XT_CONNMARK", "CNIs (Calico, Cilium)"),
     opt("DUMMY", "kube-proxy IPVS mode (kube-ipvs0)"),
     opt("PSI", "pressure stall information (kubelet, systemd-oomd)"),
-    opt("DMIID", "kubelet reads the product UUID"),
+    opt("DMIID", "kubelet's product UUID"),
 ];
 
 /// Options that must stay off: this is a microVM kernel without modules.
