@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use devices::legacy::{
-    AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Serial, SerialInput, I8042,
+    AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Rtc, Serial, SerialInput, I8042,
 };
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::layout;
+use crate::arch::{layout, BusKind, PlatformDevice};
 use crate::bus::{Bus, BusError, SharedDevice};
 use crate::config::{SerialSink, VmConfig};
 use crate::lifecycle::{Lifecycle, VmExit};
@@ -123,8 +123,9 @@ fn serial_output(sink: &SerialSink) -> Result<Box<dyn Write + Send>, DeviceError
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices: COM1, i8042, the ACPI power-control
-    /// register, pvpanic and the boot timer. Their reset, power-off and
+    /// Creates the legacy devices where the architecture has them: the
+    /// console UART, i8042, the ACPI power-control register, the RTC,
+    /// pvpanic and the boot timer. Their reset, power-off and
     /// panic events end the VM from the VMM thread.
     pub(crate) fn attach_legacy_devices(
         vm: &VmFd,
@@ -138,19 +139,19 @@ impl DeviceManager {
         let mut exit_events = ExitEvents::new(lifecycle.clone());
 
         let serial = Serial::new(serial_output(&config.serial)?).map_err(created("serial"))?;
-        vm.register_irqfd(serial.interrupt_evt(), layout::COM1_IRQ)
+        vm.register_irqfd(serial.interrupt_evt(), layout::SERIAL_IRQ)
             .map_err(|source| DeviceError::Irqfd {
                 device: "serial",
-                gsi: layout::COM1_IRQ,
+                gsi: layout::SERIAL_IRQ,
                 source,
             })?;
         let serial = Arc::new(Mutex::new(serial));
-        place(
+        place_platform(
             &mut pio,
+            &mut mmio,
             "serial",
             serial.clone(),
-            layout::COM1_PORT,
-            layout::SERIAL_PORT_SIZE,
+            layout::SERIAL,
         )?;
         if config.serial_stdin {
             let input = SerialInput::new(serial, Box::new(std::io::stdin()))
@@ -158,45 +159,44 @@ impl DeviceManager {
             event_manager.add_subscriber(Arc::new(Mutex::new(input)));
         }
 
-        let i8042 = I8042::new().map_err(created("i8042"))?;
-        exit_events.watch(clone_evt("i8042", i8042.reset_evt())?, VmExit::Reset);
-        place(
-            &mut pio,
-            "i8042",
-            Arc::new(Mutex::new(i8042)),
-            layout::I8042_PORT,
-            layout::I8042_PORT_SIZE,
-        )?;
+        if let Some(at) = layout::I8042 {
+            let i8042 = I8042::new().map_err(created("i8042"))?;
+            exit_events.watch(clone_evt("i8042", i8042.reset_evt())?, VmExit::Reset);
+            place_platform(
+                &mut pio,
+                &mut mmio,
+                "i8042",
+                Arc::new(Mutex::new(i8042)),
+                at,
+            )?;
+        }
 
-        let power = AcpiPowerControl::new().map_err(created("ACPI power control"))?;
-        exit_events.watch(
-            clone_evt("ACPI power control", power.reset_evt())?,
-            VmExit::Reset,
-        );
-        exit_events.watch(
-            clone_evt("ACPI power control", power.poweroff_evt())?,
-            VmExit::PowerOff,
-        );
-        place(
-            &mut pio,
-            "ACPI power control",
-            Arc::new(Mutex::new(power)),
-            layout::ACPI_POWER_PORT,
-            layout::ACPI_POWER_PORT_SIZE,
-        )?;
+        if let Some(at) = layout::ACPI_POWER {
+            let power = AcpiPowerControl::new().map_err(created("ACPI power control"))?;
+            exit_events.watch(
+                clone_evt("ACPI power control", power.reset_evt())?,
+                VmExit::Reset,
+            );
+            exit_events.watch(
+                clone_evt("ACPI power control", power.poweroff_evt())?,
+                VmExit::PowerOff,
+            );
+            let power = Arc::new(Mutex::new(power));
+            place_platform(&mut pio, &mut mmio, "ACPI power control", power, at)?;
+        }
+
+        if let Some(at) = layout::RTC {
+            let rtc = Arc::new(Mutex::new(Rtc::new()));
+            place_platform(&mut pio, &mut mmio, "RTC", rtc, at)?;
+        }
 
         let pvpanic = PvPanic::new().map_err(created("pvpanic"))?;
         exit_events.watch(
             clone_evt("pvpanic", pvpanic.panic_evt())?,
             VmExit::GuestPanic,
         );
-        place(
-            &mut pio,
-            "pvpanic",
-            Arc::new(Mutex::new(pvpanic)),
-            layout::PVPANIC_PORT,
-            layout::PVPANIC_PORT_SIZE,
-        )?;
+        let pvpanic = Arc::new(Mutex::new(pvpanic));
+        place_platform(&mut pio, &mut mmio, "pvpanic", pvpanic, layout::PVPANIC)?;
 
         event_manager.add_subscriber(Arc::new(Mutex::new(exit_events)));
 
@@ -247,6 +247,21 @@ fn clone_evt(device: &'static str, evt: &EventFd) -> Result<EventFd, DeviceError
 /// Maps an error creating `device` (or a resource of it).
 fn created(device: &'static str) -> impl FnOnce(std::io::Error) -> DeviceError {
     move |source| DeviceError::Create { device, source }
+}
+
+/// Puts a platform device where the architecture's layout says.
+fn place_platform(
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    name: &'static str,
+    device: SharedDevice,
+    at: PlatformDevice,
+) -> Result<(), DeviceError> {
+    let bus = match at.bus {
+        BusKind::Pio => pio,
+        BusKind::Mmio => mmio,
+    };
+    place(bus, name, device, at.base, at.len)
 }
 
 /// Puts `device` on `bus` at `base..base + len`.

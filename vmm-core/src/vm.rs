@@ -324,6 +324,10 @@ mod tests {
     /// When the second vCPU's thread cannot be spawned, `start` fails and
     /// `wait` still returns: the vCPUs that never ran are not waited for.
     #[test]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        ignore = "boots the x86 test guest on /dev/kvm"
+    )]
     fn wait_returns_when_a_vcpu_thread_cannot_be_spawned() {
         let mut config = VmConfig::new(test_guest());
         config.vcpus = 3;
