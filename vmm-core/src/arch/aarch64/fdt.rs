@@ -13,6 +13,9 @@
 //!   uart@40001000   ns16550a, byte-wide registers
 //!   rtc@40002000    PL031
 //!   pvpanic@40003000
+//!   boot-timer@40000000  mercury,boot-timer: where guests write the boot
+//!                   timer (Linux ignores the node; the test guest and the
+//!                   test initramfs look it up)
 //!   virtio_mmio@... one per virtio device
 //! ```
 
@@ -23,9 +26,9 @@ use vm_memory::{
 
 use super::gic::GicVersion;
 use super::layout::{
-    gic_redist_end, FDT_ADDR, FDT_MAX_SIZE, GICV2_CPU_ADDR, GICV2_CPU_SIZE, GIC_DIST_ADDR,
-    GIC_DIST_SIZE, GIC_ITS_ADDR, GIC_ITS_SIZE, GIC_REDIST_ADDR, PVPANIC, RTC, RTC_IRQ, SERIAL,
-    SERIAL_IRQ, TIMER_PPIS,
+    gic_redist_end, BOOT_TIMER_ADDR, BOOT_TIMER_SIZE, FDT_ADDR, FDT_MAX_SIZE, GICV2_CPU_ADDR,
+    GICV2_CPU_SIZE, GIC_DIST_ADDR, GIC_DIST_SIZE, GIC_ITS_ADDR, GIC_ITS_SIZE, GIC_REDIST_ADDR,
+    PVPANIC, RTC, RTC_IRQ, SERIAL, SERIAL_IRQ, TIMER_PPIS,
 };
 use super::regs::MPIDR_AFFINITY_MASK;
 use super::{ArchError, InitrdRegion, Machine};
@@ -94,6 +97,7 @@ fn build(
     serial(&mut fdt)?;
     rtc(&mut fdt)?;
     pvpanic(&mut fdt)?;
+    boot_timer(&mut fdt)?;
     for slot in virtio {
         virtio_mmio(&mut fdt, slot)?;
     }
@@ -260,6 +264,13 @@ fn pvpanic(fdt: &mut FdtWriter) -> FdtWriterResult<()> {
     let node = fdt.begin_node(&format!("pvpanic@{:x}", PVPANIC.base))?;
     fdt.property_string("compatible", "qemu,pvpanic-mmio")?;
     fdt.property_array_u64("reg", &[PVPANIC.base, PVPANIC.len])?;
+    fdt.end_node(node)
+}
+
+fn boot_timer(fdt: &mut FdtWriter) -> FdtWriterResult<()> {
+    let node = fdt.begin_node(&format!("boot-timer@{BOOT_TIMER_ADDR:x}"))?;
+    fdt.property_string("compatible", "mercury,boot-timer")?;
+    fdt.property_array_u64("reg", &[BOOT_TIMER_ADDR, BOOT_TIMER_SIZE])?;
     fdt.end_node(node)
 }
 

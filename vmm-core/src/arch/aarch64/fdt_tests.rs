@@ -207,6 +207,10 @@ fn platform_devices() {
     let clock = fdt.find_phandle(CLOCK_PHANDLE).unwrap();
     assert_eq!(string(clock, "compatible"), "fixed-clock");
 
+    let timer = fdt.find_compatible(&["mercury,boot-timer"]).unwrap();
+    assert_eq!(timer.name, "boot-timer@40000000");
+    assert_eq!(u64s(timer, "reg"), [0x4000_0000, 0x1000]);
+
     let pvpanic = node(&fdt, "/pvpanic@40003000");
     assert_eq!(string(pvpanic, "compatible"), "qemu,pvpanic-mmio");
     assert_eq!(u64s(pvpanic, "reg"), [0x4000_3000, 0x1000]);
