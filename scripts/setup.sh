@@ -23,7 +23,10 @@ pinned=(
 # Other Debian packages: kernel build tools for the guest kernel, busybox
 # for initramfs images, util-linux for setpriv (a test drops privileges),
 # iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules.
-packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3)
+# gcc-aarch64-linux-gnu (with its libc6-dev-arm64-cross) links the aarch64
+# builds and qemu-user-static runs their unit tests (docs/ARM64.md).
+packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
 
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 if [[ "$codename" != bookworm ]]; then
@@ -79,7 +82,9 @@ if ((${#stale[@]})); then
   fi
 fi
 
-# Rust targets: the no_std test guest and the static mercury used in the rig.
-for t in x86_64-unknown-none x86_64-unknown-linux-musl; do
+# Rust targets: the no_std test guest and the static mercury used in the rig,
+# and their aarch64 twins (mercury for arm64 hosts and the arm64 rig).
+for t in x86_64-unknown-none x86_64-unknown-linux-musl \
+  aarch64-unknown-linux-gnu aarch64-unknown-linux-musl; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
 done
