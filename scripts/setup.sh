@@ -23,10 +23,7 @@ pinned=(
 # Other Debian packages: kernel build tools for the guest kernel, busybox
 # for initramfs images, util-linux for setpriv (a test drops privileges),
 # iproute2 for netns tests, xz-utils for the L1 kernel's .ko.xz modules.
-# gcc-aarch64-linux-gnu (with its libc6-dev-arm64-cross) links the aarch64
-# builds and qemu-user-static runs their unit tests (docs/ARM64.md).
-packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3)
 
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 if [[ "$codename" != bookworm ]]; then
@@ -82,9 +79,24 @@ if ((${#stale[@]})); then
   fi
 fi
 
-# Rust targets: the no_std test guest and the static mercury used in the rig,
-# and their aarch64 twins (mercury for arm64 hosts and the arm64 rig).
-for t in x86_64-unknown-none x86_64-unknown-linux-musl \
-  aarch64-unknown-linux-gnu aarch64-unknown-linux-musl; do
+# Rust targets: the no_std test guest and the static mercury used in the rig.
+for t in x86_64-unknown-none x86_64-unknown-linux-musl; do
+  rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
+done
+
+# arm64 cross builds (docs/ARM64.md): gcc-aarch64-linux-gnu (with
+# libc6-dev-arm64-cross) links both aarch64 targets, qemu-user-static runs
+# their unit tests (the runner in .cargo/config.toml).
+cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+missing=()
+for p in "${cross[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  apt_update
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+for t in aarch64-unknown-linux-gnu aarch64-unknown-linux-musl; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
 done
