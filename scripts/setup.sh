@@ -86,8 +86,16 @@ done
 
 # arm64 cross builds (docs/ARM64.md): gcc-aarch64-linux-gnu (with
 # libc6-dev-arm64-cross) links both aarch64 targets, qemu-user-static runs
-# their unit tests (the runner in .cargo/config.toml).
-cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+# their unit tests (the runner in .cargo/config.toml) on libc6:arm64, and
+# libssl-dev:arm64 is the OpenSSL an aarch64 glibc build links (git2's
+# https, when the launcher has it; .cargo/config.toml points pkg-config at
+# it).
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  echo "setup: adding the dpkg architecture arm64" >&2
+  dpkg --add-architecture arm64
+  updated=
+fi
+cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libc6:arm64 libssl-dev:arm64)
 missing=()
 for p in "${cross[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
