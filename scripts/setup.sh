@@ -127,3 +127,24 @@ if [[ -n "$cloud_init_version" && "$cloud_init_version" != "(none)" &&
   echo "$cloud_init_version" >"$CLOUD_INIT_CACHE/VERSION"
   rm -rf "$download"
 fi
+
+# arm64 cross builds (docs/ARM64.md): gcc-aarch64-linux-gnu (with
+# libc6-dev-arm64-cross) links both aarch64 targets, qemu-user-static runs
+# their unit tests (the runner in .cargo/config.toml) on libc6:arm64, and
+# libssl-dev:arm64 is the OpenSSL an aarch64 glibc build links (git2's
+# https, when the launcher has it; .cargo/config.toml points pkg-config at
+# it).
+# (the arm64 dpkg architecture was added above)
+cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libc6:arm64 libssl-dev:arm64)
+missing=()
+for p in "${cross[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  apt_update
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+for t in aarch64-unknown-linux-gnu aarch64-unknown-linux-musl; do
+  rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
+done

@@ -1,5 +1,6 @@
 //! The boot sequence, top to bottom: validate → KVM → memory → kernel,
-//! initrd, command line → VM → devices → boot structures → vCPUs.
+//! initrd, command line → VM → vCPUs → interrupt controller → devices →
+//! boot structures.
 
 use std::fs::File;
 use std::path::Path;
@@ -114,6 +115,7 @@ pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltV
 
     memory::check_host_can_back(config.memory_mib)?;
     let mem_size = config.memory_mib << 20;
+    arch::check_guest_fits(&kvm, mem_size).map_err(BuildError::VmSetup)?;
     let memory = memory::create_guest_memory(&arch::memory_regions(mem_size), config.memory_mib)?;
     // Images first: a bad kernel or initrd fails before any host-visible
     // resource (serial output file, threads) exists.
@@ -136,14 +138,15 @@ pub(crate) fn build_microvm(config: &VmConfig, origin: Instant) -> Result<BuiltV
 
     let vm = create_vm(&kvm, &memory)?;
     arch::setup_vm(&vm).map_err(BuildError::VmSetup)?;
+    let vcpu_fds = create_vcpus(&kvm, &vm, &memory, &kernel, config.vcpus)?;
+    let machine = arch::setup_machine(&vm, &vcpu_fds).map_err(BuildError::VmSetup)?;
     let lifecycle = Arc::new(Lifecycle::new(config.vcpus.into(), vcpu::kick_signal()));
     let mut devices = DeviceManager::attach_legacy_devices(&vm, config, &lifecycle, origin)?;
     devices.attach_virtio_devices(&vm, &memory, config, &virtio)?;
     let slots: Vec<_> = virtio.iter().map(|device| device.slot).collect();
-    arch::configure_system(&memory, &kernel, &cmdline, initrd, config.vcpus, &slots)
+    arch::configure_system(&memory, &kernel, &cmdline, initrd, &machine, &slots)
         .map_err(BuildError::VmSetup)?;
 
-    let vcpu_fds = create_vcpus(&kvm, &vm, &memory, &kernel, config.vcpus)?;
     let pio = Arc::new(devices.pio.clone());
     let mmio = Arc::new(devices.mmio.clone());
     let vcpus = vcpu_fds
@@ -228,18 +231,17 @@ fn open_image(what: &'static str, path: &Path) -> Result<File, BuildError> {
     })
 }
 
-/// The guest command line: the user's, then one `virtio_mmio.device=`
-/// per virtio device (for kernels with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`;
-/// the DSDT describes the same devices for kernels without it). Its length
+/// The guest command line: the user's, then what the architecture announces
+/// there for each virtio device (x86: one `virtio_mmio.device=`, for kernels
+/// with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`; arm64: nothing, the FDT
+/// describes them). Its length
 /// is checked once, where it is written into the guest
 /// ([`arch::load_cmdline`]).
 fn build_cmdline(user: &str, virtio: &[PlannedDevice]) -> Result<Cmdline, BuildError> {
     let mut cmdline = Cmdline::new(usize::MAX).map_err(BuildError::Cmdline)?;
     cmdline.insert_str(user).map_err(BuildError::Cmdline)?;
-    for device in virtio {
-        cmdline
-            .insert_str(device.slot.cmdline())
-            .map_err(BuildError::Cmdline)?;
+    for entry in virtio.iter().filter_map(|d| arch::virtio_cmdline(&d.slot)) {
+        cmdline.insert_str(entry).map_err(BuildError::Cmdline)?;
     }
     Ok(cmdline)
 }
@@ -252,14 +254,14 @@ fn create_vcpus(
     kernel: &KernelImage,
     count: u8,
 ) -> Result<Vec<VcpuFd>, BuildError> {
-    let supported_cpuid = arch::supported_cpuid(kvm)
+    let template = arch::vcpu_template(kvm, vm)
         .map_err(|source| BuildError::ConfigureVcpu { index: 0, source })?;
     (0..count)
         .map(|index| {
             let fd = vm
                 .create_vcpu(index.into())
                 .map_err(|source| BuildError::CreateVcpu { index, source })?;
-            arch::configure_vcpu(&fd, index, count, &supported_cpuid, memory, kernel)
+            arch::configure_vcpu(&fd, index, count, &template, memory, kernel)
                 .map_err(|source| BuildError::ConfigureVcpu { index, source })?;
             Ok(fd)
         })

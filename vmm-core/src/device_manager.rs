@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use devices::acpi_ged::{AcpiGed, PowerButton};
 use devices::legacy::{
-    AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Serial, SerialInput, I8042,
+    AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Rtc, Serial, SerialInput, I8042,
 };
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::layout;
+use crate::arch::{layout, BusKind, PlatformDevice};
 use crate::bus::{Bus, BusError, SharedDevice};
 use crate::config::{SerialSink, VmConfig};
 use crate::lifecycle::{Lifecycle, VmExit};
@@ -103,7 +103,8 @@ pub(crate) struct DeviceManager {
     pub(crate) pio: Bus,
     pub(crate) mmio: Bus,
     pub(crate) boot_timer: BootTimerHandle,
-    pub(crate) power_button: PowerButton,
+    /// The GED's power button, where the architecture has one.
+    pub(crate) power_button: Option<PowerButton>,
     pub(crate) event_manager: VmmEventManager,
 }
 
@@ -125,10 +126,10 @@ fn serial_output(sink: &SerialSink) -> Result<Box<dyn Write + Send>, DeviceError
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices: COM1, i8042, the ACPI power-control
-    /// register, pvpanic, the boot timer and the ACPI GED (power button).
-    /// Their reset, power-off and panic events end the VM from the VMM
-    /// thread.
+    /// Creates the legacy devices where the architecture has them: the
+    /// console UART, i8042, the ACPI power-control register, the RTC,
+    /// pvpanic, the boot timer and the ACPI GED (power button). Their
+    /// reset, power-off and panic events end the VM from the VMM thread.
     pub(crate) fn attach_legacy_devices(
         vm: &VmFd,
         config: &VmConfig,
@@ -141,19 +142,19 @@ impl DeviceManager {
         let mut exit_events = ExitEvents::new(lifecycle.clone());
 
         let serial = Serial::new(serial_output(&config.serial)?).map_err(created("serial"))?;
-        vm.register_irqfd(serial.interrupt_evt(), layout::COM1_IRQ)
+        vm.register_irqfd(serial.interrupt_evt(), layout::SERIAL_IRQ)
             .map_err(|source| DeviceError::Irqfd {
                 device: "serial",
-                gsi: layout::COM1_IRQ,
+                gsi: layout::SERIAL_IRQ,
                 source,
             })?;
         let serial = Arc::new(Mutex::new(serial));
-        place(
+        place_platform(
             &mut pio,
+            &mut mmio,
             "serial",
             serial.clone(),
-            layout::COM1_PORT,
-            layout::SERIAL_PORT_SIZE,
+            layout::SERIAL,
         )?;
         if config.serial_stdin {
             let input = SerialInput::new(serial, Box::new(std::io::stdin()))
@@ -161,45 +162,44 @@ impl DeviceManager {
             event_manager.add_subscriber(Arc::new(Mutex::new(input)));
         }
 
-        let i8042 = I8042::new().map_err(created("i8042"))?;
-        exit_events.watch(clone_evt("i8042", i8042.reset_evt())?, VmExit::Reset);
-        place(
-            &mut pio,
-            "i8042",
-            Arc::new(Mutex::new(i8042)),
-            layout::I8042_PORT,
-            layout::I8042_PORT_SIZE,
-        )?;
+        if let Some(at) = layout::I8042 {
+            let i8042 = I8042::new().map_err(created("i8042"))?;
+            exit_events.watch(clone_evt("i8042", i8042.reset_evt())?, VmExit::Reset);
+            place_platform(
+                &mut pio,
+                &mut mmio,
+                "i8042",
+                Arc::new(Mutex::new(i8042)),
+                at,
+            )?;
+        }
 
-        let power = AcpiPowerControl::new().map_err(created("ACPI power control"))?;
-        exit_events.watch(
-            clone_evt("ACPI power control", power.reset_evt())?,
-            VmExit::Reset,
-        );
-        exit_events.watch(
-            clone_evt("ACPI power control", power.poweroff_evt())?,
-            VmExit::PowerOff,
-        );
-        place(
-            &mut pio,
-            "ACPI power control",
-            Arc::new(Mutex::new(power)),
-            layout::ACPI_POWER_PORT,
-            layout::ACPI_POWER_PORT_SIZE,
-        )?;
+        if let Some(at) = layout::ACPI_POWER {
+            let power = AcpiPowerControl::new().map_err(created("ACPI power control"))?;
+            exit_events.watch(
+                clone_evt("ACPI power control", power.reset_evt())?,
+                VmExit::Reset,
+            );
+            exit_events.watch(
+                clone_evt("ACPI power control", power.poweroff_evt())?,
+                VmExit::PowerOff,
+            );
+            let power = Arc::new(Mutex::new(power));
+            place_platform(&mut pio, &mut mmio, "ACPI power control", power, at)?;
+        }
+
+        if let Some(at) = layout::RTC {
+            let rtc = Arc::new(Mutex::new(Rtc::new()));
+            place_platform(&mut pio, &mut mmio, "RTC", rtc, at)?;
+        }
 
         let pvpanic = PvPanic::new().map_err(created("pvpanic"))?;
         exit_events.watch(
             clone_evt("pvpanic", pvpanic.panic_evt())?,
             VmExit::GuestPanic,
         );
-        place(
-            &mut pio,
-            "pvpanic",
-            Arc::new(Mutex::new(pvpanic)),
-            layout::PVPANIC_PORT,
-            layout::PVPANIC_PORT_SIZE,
-        )?;
+        let pvpanic = Arc::new(Mutex::new(pvpanic));
+        place_platform(&mut pio, &mut mmio, "pvpanic", pvpanic, layout::PVPANIC)?;
 
         event_manager.add_subscriber(Arc::new(Mutex::new(exit_events)));
 
@@ -213,7 +213,9 @@ impl DeviceManager {
             layout::BOOT_TIMER_SIZE,
         )?;
 
-        let power_button = attach_power_button(vm, &mut mmio)?;
+        let power_button = layout::GED
+            .map(|at| attach_power_button(vm, &mut mmio, at))
+            .transpose()?;
 
         Ok(DeviceManager {
             pio,
@@ -247,7 +249,11 @@ impl DeviceManager {
 
 /// The ACPI Generic Event Device on the MMIO bus, its interrupt an irqfd on
 /// its GSI; returns the handle that presses its power button.
-fn attach_power_button(vm: &VmFd, mmio: &mut Bus) -> Result<PowerButton, DeviceError> {
+fn attach_power_button(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    at: PlatformDevice,
+) -> Result<PowerButton, DeviceError> {
     let ged = AcpiGed::new().map_err(created("ACPI GED"))?;
     vm.register_irqfd(ged.interrupt_evt(), layout::GED_IRQ)
         .map_err(|source| DeviceError::Irqfd {
@@ -256,13 +262,7 @@ fn attach_power_button(vm: &VmFd, mmio: &mut Bus) -> Result<PowerButton, DeviceE
             source,
         })?;
     let button = ged.power_button().map_err(created("ACPI GED"))?;
-    place(
-        mmio,
-        "ACPI GED",
-        Arc::new(Mutex::new(ged)),
-        layout::GED_ADDR,
-        layout::GED_SIZE,
-    )?;
+    place(mmio, "ACPI GED", Arc::new(Mutex::new(ged)), at.base, at.len)?;
     Ok(button)
 }
 
@@ -274,6 +274,21 @@ fn clone_evt(device: &'static str, evt: &EventFd) -> Result<EventFd, DeviceError
 /// Maps an error creating `device` (or a resource of it).
 fn created(device: &'static str) -> impl FnOnce(std::io::Error) -> DeviceError {
     move |source| DeviceError::Create { device, source }
+}
+
+/// Puts a platform device where the architecture's layout says.
+fn place_platform(
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    name: &'static str,
+    device: SharedDevice,
+    at: PlatformDevice,
+) -> Result<(), DeviceError> {
+    let bus = match at.bus {
+        BusKind::Pio => pio,
+        BusKind::Mmio => mmio,
+    };
+    place(bus, name, device, at.base, at.len)
 }
 
 /// Puts `device` on `bus` at `base..base + len`.

@@ -19,6 +19,7 @@ pub(crate) struct DeviceSlot {
 impl DeviceSlot {
     /// The kernel command-line form (`CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`):
     /// `virtio_mmio.device=4K@0xd0001000:5`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn cmdline(&self) -> String {
         format!(
             "virtio_mmio.device={}K@{:#x}:{}",
@@ -100,20 +101,28 @@ mod tests {
             DeviceSlot {
                 addr: VIRTIO_MMIO_START,
                 len: 0x1000,
-                irq: 5
+                irq: VIRTIO_IRQ_FIRST
             }
         );
-        assert_eq!(first.cmdline(), "virtio_mmio.device=4K@0xd0001000:5");
+        let cmdline = format!("virtio_mmio.device=4K@{VIRTIO_MMIO_START:#x}:{VIRTIO_IRQ_FIRST}");
+        assert_eq!(first.cmdline(), cmdline);
         let second = slots.allocate().unwrap();
-        assert_eq!((second.addr, second.irq), (VIRTIO_MMIO_START + 0x1000, 6));
+        assert_eq!(
+            (second.addr, second.irq),
+            (VIRTIO_MMIO_START + 0x1000, VIRTIO_IRQ_FIRST + 1)
+        );
         for _ in 2..DeviceSlots::MAX_DEVICES {
             let slot = slots.allocate().unwrap();
-            assert!(slot.irq <= 22 && slot.addr + slot.len <= VIRTIO_MMIO_END);
+            assert!(slot.irq <= VIRTIO_IRQ_LAST && slot.addr + slot.len <= VIRTIO_MMIO_END);
         }
         let e = slots.allocate().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "too many virtio devices: at most 18 fit (interrupt lines exhausted)"
+            format!(
+                "too many virtio devices: at most {} fit (interrupt lines exhausted)",
+                VIRTIO_IRQ_LAST - VIRTIO_IRQ_FIRST + 1
+            )
         );
+        // x86: 18 lines, IOAPIC pins 5..=22 (0xd000_1000 onwards).
     }
 }

@@ -25,6 +25,9 @@ pub enum VmError {
     /// The VM has not been started yet.
     #[error("the VM has not been started")]
     NotStarted,
+    /// The machine has no power button (arm64: no ACPI).
+    #[error("this machine has no power button (arm64 guests boot without ACPI)")]
+    NoPowerButton,
     /// The VM is stopping or has stopped.
     #[error("the VM is no longer running")]
     NotRunning,
@@ -61,7 +64,7 @@ pub enum VmState {
 #[derive(Clone)]
 pub struct StopHandle {
     lifecycle: Arc<Lifecycle>,
-    power_button: PowerButton,
+    power_button: Option<PowerButton>,
 }
 
 impl std::fmt::Debug for StopHandle {
@@ -83,10 +86,11 @@ impl StopHandle {
 }
 
 /// Presses `button` unless the VM already ended.
-fn press(lifecycle: &Lifecycle, button: &PowerButton) -> Result<(), VmError> {
+fn press(lifecycle: &Lifecycle, button: &Option<PowerButton>) -> Result<(), VmError> {
     if lifecycle.outcome().is_some() {
         return Err(VmError::NotRunning);
     }
+    let button = button.as_ref().ok_or(VmError::NoPowerButton)?;
     button.press().map_err(VmError::PowerButton)
 }
 
@@ -109,7 +113,7 @@ pub struct Vm {
     vcpu_threads: Vec<JoinHandle<()>>,
     vmm_thread: Option<VmmThread>,
     boot_timer: BootTimerHandle,
-    power_button: PowerButton,
+    power_button: Option<PowerButton>,
     paused: bool,
     // Kept for the VM's lifetime: the VM fd owns the in-kernel devices, the
     // memory mapping backs the memslots.
@@ -360,6 +364,10 @@ mod tests {
     /// When the second vCPU's thread cannot be spawned, `start` fails and
     /// `wait` still returns: the vCPUs that never ran are not waited for.
     #[test]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        ignore = "boots the x86 test guest on /dev/kvm"
+    )]
     fn wait_returns_when_a_vcpu_thread_cannot_be_spawned() {
         let mut config = VmConfig::new(test_guest());
         config.vcpus = 3;

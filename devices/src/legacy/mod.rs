@@ -1,6 +1,6 @@
-//! Legacy x86 devices: 8250 UART, i8042, boot timer, and the two one-port
-//! devices behind ACPI power-off and panic reporting (the hardware-reduced
-//! ACPI power-control register, pvpanic).
+//! Legacy devices: 8250 UART, i8042, boot timer, the PL031 RTC (arm64), and
+//! the two one-port devices behind ACPI power-off and panic reporting (the
+//! hardware-reduced ACPI power-control register, pvpanic).
 //!
 //! Each device is a [`BusDevice`](crate::BusDevice) built on `vm-superio`
 //! where a model exists there. Interrupt and reset lines are `EventFd`s that
@@ -11,6 +11,7 @@ mod acpi_power;
 mod boot_timer;
 mod i8042;
 mod pvpanic;
+mod rtc;
 mod serial;
 mod serial_input;
 mod trigger;
@@ -19,6 +20,7 @@ pub use acpi_power::AcpiPowerControl;
 pub use boot_timer::{BootTimer, BootTimerHandle, BOOT_TIMER_MAGIC};
 pub use i8042::I8042;
 pub use pvpanic::PvPanic;
+pub use rtc::Rtc;
 pub use serial::{Serial, SerialError, SerialStats};
 pub use serial_input::{SerialInput, SerialInputSource};
 pub use trigger::EventFdTrigger;

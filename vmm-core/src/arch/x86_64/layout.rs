@@ -123,3 +123,41 @@ pub const ACPI_POWER_PORT_SIZE: u64 = 1;
 pub const PVPANIC_PORT: u64 = 0x505;
 /// See [`PVPANIC_PORT`].
 pub const PVPANIC_PORT_SIZE: u64 = 1;
+
+// The platform devices where shared code places them (`arch::PlatformDevice`).
+use crate::arch::{BusKind, PlatformDevice};
+
+/// COM1, the console.
+pub const SERIAL: PlatformDevice = PlatformDevice {
+    bus: BusKind::Pio,
+    base: COM1_PORT,
+    len: SERIAL_PORT_SIZE,
+};
+/// The console's interrupt line.
+pub const SERIAL_IRQ: u32 = COM1_IRQ;
+/// The i8042 (its reset line resets the VM).
+pub const I8042: Option<PlatformDevice> = Some(PlatformDevice {
+    bus: BusKind::Pio,
+    base: I8042_PORT,
+    len: I8042_PORT_SIZE,
+});
+/// The ACPI power-control register.
+pub const ACPI_POWER: Option<PlatformDevice> = Some(PlatformDevice {
+    bus: BusKind::Pio,
+    base: ACPI_POWER_PORT,
+    len: ACPI_POWER_PORT_SIZE,
+});
+/// pvpanic, on its ISA port.
+pub const PVPANIC: PlatformDevice = PlatformDevice {
+    bus: BusKind::Pio,
+    base: PVPANIC_PORT,
+    len: PVPANIC_PORT_SIZE,
+};
+/// No RTC device: the guest's CMOS clock reads are unanswered (as before).
+pub const RTC: Option<PlatformDevice> = None;
+/// The ACPI GED (power button), on MMIO.
+pub const GED: Option<PlatformDevice> = Some(PlatformDevice {
+    bus: BusKind::Mmio,
+    base: GED_ADDR,
+    len: GED_SIZE,
+});

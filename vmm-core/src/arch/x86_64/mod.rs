@@ -7,7 +7,9 @@
 //! - [`load_kernel`], [`load_initrd`], [`load_cmdline`]: images into memory;
 //! - [`configure_system`]: MP table, ACPI tables and zero page / PVH
 //!   start_info;
-//! - [`supported_cpuid`], [`configure_vcpu`]: per-vCPU CPUID, MSRs, registers.
+//! - [`vcpu_template`] ([`supported_cpuid`]), [`configure_vcpu`]: per-vCPU
+//!   CPUID, MSRs, registers; [`setup_machine`] has nothing left to do after
+//!   them on x86 (the irqchip exists before the vCPUs).
 //!
 //! One concern per file: `memory` (RAM regions and the RAM map the guest is
 //! told about), `kernel` (images into memory), `mptable`, `acpi`,
@@ -297,6 +299,39 @@ pub(crate) fn setup_vm(vm: &VmFd) -> Result<(), ArchError> {
     vm.create_pit2(pit).map_err(ArchError::CreatePit)
 }
 
+/// What every vCPU is configured from: the CPUID KVM supports.
+pub(crate) type VcpuTemplate = CpuId;
+
+/// What the boot structures describe beyond memory and images.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Machine {
+    /// Number of vCPUs.
+    pub num_cpus: u8,
+}
+
+/// Every layout fits any x86-64 host: nothing to check.
+pub(crate) fn check_guest_fits(_kvm: &Kvm, _mem_size: u64) -> Result<(), ArchError> {
+    Ok(())
+}
+
+/// The `virtio_mmio.device=` entry for a device, for kernels with
+/// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` (the DSDT describes it as well).
+pub(crate) fn virtio_cmdline(slot: &crate::resources::DeviceSlot) -> Option<String> {
+    Some(slot.cmdline())
+}
+
+/// [`supported_cpuid`], under the name shared code uses.
+pub(crate) fn vcpu_template(kvm: &Kvm, _vm: &VmFd) -> Result<VcpuTemplate, ArchError> {
+    supported_cpuid(kvm)
+}
+
+/// After the vCPUs: nothing to create (the irqchip came with `setup_vm`).
+pub(crate) fn setup_machine(_vm: &VmFd, vcpus: &[VcpuFd]) -> Result<Machine, ArchError> {
+    Ok(Machine {
+        num_cpus: u8::try_from(vcpus.len()).map_err(|_| ArchError::NoVcpus)?,
+    })
+}
+
 /// Loads an ELF vmlinux (PVH entry if it has the PVH note) or a bzImage.
 pub(crate) fn load_kernel(
     mem: &GuestMemoryMmap,
@@ -326,9 +361,10 @@ pub(crate) fn configure_system(
     kernel: &KernelImage,
     cmdline: &Cmdline,
     initrd: Option<InitrdRegion>,
-    num_cpus: u8,
+    machine: &Machine,
     virtio: &[crate::resources::DeviceSlot],
 ) -> Result<(), ArchError> {
+    let num_cpus = machine.num_cpus;
     mptable::setup_mptable(mem, num_cpus)?;
     let rsdp = acpi::setup_acpi(mem, num_cpus, virtio)?;
     let info = BootInfo {
@@ -531,7 +567,7 @@ mod tests {
             &kernel(BootProtocol::Linux64),
             &cmdline,
             initrd,
-            4,
+            &Machine { num_cpus: 4 },
             &[],
         )
         .unwrap();
@@ -549,7 +585,8 @@ mod tests {
             .unwrap();
         assert_eq!(&rsdp, b"RSD PTR ");
 
-        configure_system(&mem, &kernel(BootProtocol::Pvh), &cmdline, None, 1, &[]).unwrap();
+        let one = Machine { num_cpus: 1 };
+        configure_system(&mem, &kernel(BootProtocol::Pvh), &cmdline, None, &one, &[]).unwrap();
         let start_info: linux_loader::loader::elf::start_info::hvm_start_info =
             mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(start_info.magic, 0x336e_c578);
