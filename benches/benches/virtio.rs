@@ -31,7 +31,12 @@ fn read_request(memory: &GuestMemoryMmap, len: u32) -> [Descriptor; 3] {
     memory.write_slice(&header, GuestAddress(HEADER)).unwrap();
     [
         Descriptor::new(HEADER, 16, VRING_DESC_F_NEXT as u16, 1),
-        Descriptor::new(DATA, len, (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16, 2),
+        Descriptor::new(
+            DATA,
+            len,
+            (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
+            2,
+        ),
         Descriptor::new(STATUS, 1, VRING_DESC_F_WRITE as u16, 0),
     ]
 }

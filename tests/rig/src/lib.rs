@@ -388,7 +388,11 @@ fn scratch_disk(
             .arg(&disk),
     )?;
     let _ = fs::remove_dir_all(&root);
-    log::info!("L1 scratch disk: {} MiB ({} MiB of images)", mib, used >> 20);
+    log::info!(
+        "L1 scratch disk: {} MiB ({} MiB of images)",
+        mib,
+        used >> 20
+    );
     Ok(disk)
 }
 
