@@ -370,18 +370,47 @@ impl HostNet {
     /// it is removed again.
     pub fn create_tap(&self, name: &str, bridge: &str) -> Result<()> {
         check_name(name)?;
-        check_name(bridge)?;
-        let bridge_link = self.link(bridge)?.ok_or_else(|| HostNetError::NoBridge {
+        let bridge_index = self.bridge_index(name, bridge)?;
+        self.create_tap_on(name, bridge, bridge_index)
+    }
+
+    /// Makes the existing interface `name` a port of the bridge `bridge`
+    /// and sets it up, for repairing a TAP in place (a TAP leaves a bridge
+    /// that is deleted, and stays off it when the bridge is made again)
+    /// without deleting it under a running VM. Doing it again is harmless.
+    pub fn attach_to_bridge(&self, name: &str, bridge: &str) -> Result<()> {
+        check_name(name)?;
+        let bridge_index = self.bridge_index(name, bridge)?;
+        let attach = Operation::AttachTap {
             tap: name.to_string(),
             bridge: bridge.to_string(),
+        };
+        let link = self.get_link(name).map_err(failed(attach.clone()))?;
+        let index =
+            link.map(|message| message.header.index)
+                .ok_or_else(|| HostNetError::Failed {
+                    operation: attach.clone(),
+                    source: io::Error::from_raw_os_error(libc::ENODEV),
+                })?;
+        self.set_link(index, Some(bridge_index))
+            .map_err(failed(attach))
+    }
+
+    /// The index of `bridge`, which must exist and be a bridge, for
+    /// putting `port` on it.
+    fn bridge_index(&self, port: &str, bridge: &str) -> Result<u32> {
+        check_name(bridge)?;
+        let link = self.link(bridge)?.ok_or_else(|| HostNetError::NoBridge {
+            tap: port.to_string(),
+            bridge: bridge.to_string(),
         })?;
-        if bridge_link.kind != LinkKind::Bridge {
+        if link.kind != LinkKind::Bridge {
             return Err(HostNetError::NotABridge {
                 link: bridge.to_string(),
-                kind: bridge_link.kind,
+                kind: link.kind,
             });
         }
-        self.create_tap_on(name, bridge, bridge_link.index)
+        Ok(link.index)
     }
 
     /// [`Self::create_tap`] once the bridge is known by index.

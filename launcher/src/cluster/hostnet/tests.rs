@@ -295,6 +295,38 @@ fn a_tap_is_created_persistent_on_the_bridge_and_up() {
 }
 
 #[test]
+fn a_tap_that_lost_its_bridge_is_attached_again_in_place() {
+    in_netns(|| {
+        let net = HostNet::open().unwrap();
+        net.ensure_bridge(BRIDGE, gateway()).unwrap();
+        net.create_tap(TAP, BRIDGE).unwrap();
+        let index = net.link(TAP).unwrap().unwrap().index;
+        // The bridge deleted and made again: the TAP is on no bridge.
+        assert!(net.delete_link(BRIDGE).unwrap());
+        net.ensure_bridge(BRIDGE, gateway()).unwrap();
+        assert_eq!(net.link(TAP).unwrap().unwrap().master, None);
+        assert!(ip_link(TAP).unwrap().get("master").is_none());
+
+        net.attach_to_bridge(TAP, BRIDGE).unwrap();
+        net.attach_to_bridge(TAP, BRIDGE).unwrap();
+        let link = net.link(TAP).unwrap().unwrap();
+        assert_eq!(link.index, index, "the TAP was replaced");
+        assert_eq!(link.master.as_deref(), Some(BRIDGE));
+        assert!(link.up);
+        assert_eq!(ip_link(TAP).unwrap()["master"], BRIDGE);
+
+        let err = net.attach_to_bridge(TAP2, BRIDGE).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot attach TAP m1a2b3c4d5e6f-1 to bridge mbr-test0: "),
+            "{err}"
+        );
+        let err = net.attach_to_bridge(TAP, "mbr-absent").unwrap_err();
+        assert!(matches!(err, HostNetError::NoBridge { .. }), "{err:?}");
+    });
+}
+
+#[test]
 fn delete_removes_an_interface_once_and_then_reports_it_gone() {
     in_netns(|| {
         let net = HostNet::open().unwrap();
