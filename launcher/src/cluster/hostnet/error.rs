@@ -99,13 +99,16 @@ pub enum HostNetError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// [`HostNet::create_tap`] found an interface of that name (of any kind).
+    /// [`HostNet::create_tap`](super::HostNet::create_tap) found an
+    /// interface of that name (of any kind).
     #[error("cannot create TAP {tap}: the name is in use by an existing interface")]
     NameInUse {
         /// The TAP's name.
         tap: String,
     },
-    /// [`HostNet::create_tap`] was given a bridge that does not exist.
+    /// [`HostNet::create_tap`](super::HostNet::create_tap) or
+    /// [`HostNet::attach_to_bridge`](super::HostNet::attach_to_bridge) was given a
+    /// bridge that does not exist.
     #[error("cannot attach TAP {tap} to bridge {bridge}: there is no interface named {bridge}")]
     NoBridge {
         /// The TAP's name.
