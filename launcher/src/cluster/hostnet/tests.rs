@@ -241,6 +241,37 @@ fn an_interface_that_is_not_a_bridge_is_refused_as_the_bridge() {
 }
 
 #[test]
+fn links_made_by_others_are_reported_as_the_kernel_has_them() {
+    in_netns(|| {
+        let net = HostNet::open().unwrap();
+        ip_run(&["tuntap", "add", "mtun-test0", "mode", "tun"]);
+        let tun = net.link("mtun-test0").unwrap().unwrap();
+        assert_eq!(
+            tun.kind,
+            LinkKind::Tun(TunInfo {
+                tap: false,
+                persistent: true,
+                vnet_hdr: false,
+                multi_queue: false
+            })
+        );
+        assert!(!tun.up);
+        assert_eq!(tun.kind.to_string(), "TUN");
+
+        ip_run(&["tuntap", "add", "mtap-mq0", "mode", "tap", "multi_queue"]);
+        let LinkKind::Tun(info) = net.link("mtap-mq0").unwrap().unwrap().kind else {
+            panic!("not a tun device");
+        };
+        assert!(info.tap && info.multi_queue, "{info:?}");
+
+        let lo = net.link("lo").unwrap().unwrap();
+        assert_eq!(lo.kind, LinkKind::Other(String::new()));
+        assert_eq!(lo.index, 1);
+        assert_eq!(ip_link("lo").unwrap()["ifindex"], 1);
+    });
+}
+
+#[test]
 fn a_tap_is_created_persistent_on_the_bridge_and_up() {
     in_netns(|| {
         let net = HostNet::open().unwrap();
