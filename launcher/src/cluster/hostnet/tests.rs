@@ -358,6 +358,31 @@ fn a_tap_that_lost_its_bridge_is_attached_again_in_place() {
 }
 
 #[test]
+fn the_vmm_net_device_attaches_to_a_new_tap_and_leaves_it_in_place() {
+    in_netns(|| {
+        let net = HostNet::open().unwrap();
+        net.ensure_bridge(BRIDGE, gateway()).unwrap();
+        net.create_tap(TAP, BRIDGE).unwrap();
+        let before = net.link(TAP).unwrap().unwrap();
+
+        // The device itself, not a copy of its ioctls.
+        let device = devices::virtio::net::Net::new(&devices::virtio::net::NetConfig {
+            tap: TAP.to_string(),
+            mac: [0x02, 0x6d, 0x65, 0x72, 0x63, 0x01],
+        })
+        .expect("the VMM's virtio-net device opens the TAP");
+        assert_eq!(device.tap_name(), TAP);
+        drop(device);
+
+        // A persistent TAP it did not create: left where it was.
+        let after = net.link(TAP).unwrap().expect("the device removed the TAP");
+        assert_eq!(after.index, before.index);
+        assert_eq!(after.master.as_deref(), Some(BRIDGE));
+        assert_eq!(ip_link(TAP).unwrap()["master"], BRIDGE);
+    });
+}
+
+#[test]
 fn delete_removes_an_interface_once_and_then_reports_it_gone() {
     in_netns(|| {
         let net = HostNet::open().unwrap();
