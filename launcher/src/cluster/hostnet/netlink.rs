@@ -28,7 +28,7 @@ const DUMP_ATTEMPTS: usize = 3;
 
 /// How long to wait for the kernel's next reply before giving up, so a
 /// lost reply (the socket's buffer overran) is an error, not a hang.
-const REPLY_TIMEOUT_SECS: libc::time_t = 30;
+const REPLY_TIMEOUT_SECS: u16 = 30;
 
 /// The 16-byte `nlmsghdr`.
 const HEADER_LEN: usize = 16;
@@ -52,7 +52,7 @@ impl Connection {
         // the whole request back.
         socket.set_cap_ack(true)?;
         let timeout = libc::timeval {
-            tv_sec: REPLY_TIMEOUT_SECS,
+            tv_sec: REPLY_TIMEOUT_SECS.into(),
             tv_usec: 0,
         };
         // SAFETY: SO_RCVTIMEO reads one `timeval`, which `timeout` is and
