@@ -116,6 +116,17 @@ pub enum HostNetError {
         /// The missing bridge's name.
         bridge: String,
     },
+    /// The kernel lacks a driver the operation needs.
+    #[error("cannot {operation}: this kernel has no {missing}: {source}")]
+    NoKernelSupport {
+        /// What was being done.
+        operation: Operation,
+        /// The driver, and how to get it.
+        missing: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
     /// An interface that should be a bridge is something else.
     #[error("cannot use {link} as a bridge: it exists and is a {kind} interface, not a bridge")]
     NotABridge {

@@ -40,6 +40,7 @@ use self::error::{check_name, errno_is, failed};
 pub use self::error::{HostNetError, Operation};
 use self::messages::{address_message, controller, if_name, ipv4_address, link_kind};
 use self::netlink::Connection;
+use self::tap::TapFailure;
 
 /// The result of a host networking call.
 pub type Result<T, E = HostNetError> = std::result::Result<T, E>;
@@ -258,16 +259,19 @@ impl HostNet {
 
     /// [`Self::create_tap`] once the bridge is known by index.
     fn create_tap_on(&self, name: &str, bridge: &str, bridge_index: u32) -> Result<()> {
-        tap::create_persistent(name).map_err(|source| {
-            if errno_is(&source, libc::EBUSY) {
-                HostNetError::NameInUse {
-                    tap: name.to_string(),
-                }
-            } else {
-                failed(Operation::CreateTap {
-                    tap: name.to_string(),
-                })(source)
-            }
+        let create = || Operation::CreateTap {
+            tap: name.to_string(),
+        };
+        tap::create_persistent(name).map_err(|failure| match failure {
+            TapFailure::NoDriver(source) => HostNetError::NoKernelSupport {
+                operation: create(),
+                missing: "TUN/TAP driver (/dev/net/tun; CONFIG_TUN, `modprobe tun`)",
+                source,
+            },
+            TapFailure::Os(source) if errno_is(&source, libc::EBUSY) => HostNetError::NameInUse {
+                tap: name.to_string(),
+            },
+            TapFailure::Os(source) => failed(create())(source),
         })?;
         let attached = self.get_link(name).and_then(|found| {
             let index = found
@@ -349,9 +353,21 @@ impl HostNet {
                 NLM_F_CREATE | NLM_F_EXCL,
             )
             .map(drop)
-            .map_err(failed(Operation::CreateBridge {
-                bridge: name.to_string(),
-            }))
+            .map_err(|source| {
+                let operation = Operation::CreateBridge {
+                    bridge: name.to_string(),
+                };
+                // The kernel's answer to a link kind it has no driver for.
+                if errno_is(&source, libc::EOPNOTSUPP) {
+                    HostNetError::NoKernelSupport {
+                        operation,
+                        missing: "bridge driver (CONFIG_BRIDGE, `modprobe bridge`)",
+                        source,
+                    }
+                } else {
+                    failed(operation)(source)
+                }
+            })
     }
 
     /// Adds `addr`; `false` if the kernel says it is already there.

@@ -447,6 +447,68 @@ fn bad_names_are_refused_before_the_kernel_sees_them() {
     });
 }
 
+#[test]
+fn without_a_tun_driver_the_error_says_so() {
+    in_netns(|| {
+        let net = HostNet::open().unwrap();
+        net.ensure_bridge(BRIDGE, gateway()).unwrap();
+        // A mount namespace of this thread's own in which /dev/net is an
+        // empty tmpfs: there is no /dev/net/tun. Mounts are made private
+        // first, so nothing propagates to the host.
+        // SAFETY: unshare takes only flags; it changes only this thread.
+        let ret = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+        assert_eq!(
+            ret,
+            0,
+            "unshare(CLONE_NEWNS): {}",
+            io::Error::last_os_error()
+        );
+        let none = std::ptr::null::<libc::c_char>();
+        // SAFETY: the strings are NUL-terminated literals; the other
+        // pointers may be null for these mount calls.
+        let ret = unsafe {
+            libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(ret, 0, "make / private: {}", io::Error::last_os_error());
+        // SAFETY: as above.
+        let ret = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/dev/net".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            ret,
+            0,
+            "mount tmpfs on /dev/net: {}",
+            io::Error::last_os_error()
+        );
+
+        let err = net.create_tap(TAP, BRIDGE).unwrap_err();
+        assert!(
+            matches!(&err, HostNetError::NoKernelSupport { operation: Operation::CreateTap { tap }, .. }
+                if tap == TAP),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with(
+                "cannot create TAP m1a2b3c4d5e6f-0: this kernel has no TUN/TAP driver"
+            ),
+            "{err}"
+        );
+        assert_eq!(ip_link(TAP), None);
+    });
+}
+
 /// `struct __user_cap_header_struct` and `struct __user_cap_data_struct`
 /// (linux/capability.h), for dropping a capability from one thread.
 #[repr(C)]
