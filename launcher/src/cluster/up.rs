@@ -359,9 +359,7 @@ impl Step<'_> {
                 what: "cannot write its cloud-init seed",
                 source,
             })?;
-            if !had_tap {
-                self.net.create_tap(tap, &self.spec.spec.network.bridge)?;
-            }
+            self.ensure_tap(tap)?;
             let config = node::vm_config(n, &files).expect("a microVM plan");
             node::start(&config, &files).map_err(|source| UpError::Node {
                 node: n.name.clone(),
@@ -392,6 +390,20 @@ impl Step<'_> {
         Ok(Some(n.name.clone()))
     }
 
+    /// The node's TAP on the bridge: made if missing, put back on the
+    /// bridge if it lost it (a bridge deleted and made again).
+    fn ensure_tap(&self, tap: &str) -> Result<(), UpError> {
+        let bridge = &self.spec.spec.network.bridge;
+        match self.net.link(tap)? {
+            None => self.net.create_tap(tap, bridge)?,
+            Some(link) if link.master.as_deref() != Some(bridge.as_str()) => {
+                self.net.attach_to_bridge(tap, bridge)?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
     fn can_restart(&self, n: &NodePlan) -> bool {
         let MachinePlan::Microvm { disk, seed, .. } = &n.machine else {
             return false;
@@ -404,9 +416,7 @@ impl Step<'_> {
         let files = self.cluster.node(&n.name);
         let mut record = self.records[&n.name].clone();
         if let Some(tap) = n.tap() {
-            if self.net.link(tap)?.is_none() {
-                self.net.create_tap(tap, &self.spec.spec.network.bridge)?;
-            }
+            self.ensure_tap(tap)?;
         }
         let config = node::vm_config(n, &files).expect("a microVM plan");
         let started = node::start(&config, &files).map_err(|source| UpError::Node {

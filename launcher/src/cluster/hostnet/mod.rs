@@ -17,6 +17,8 @@
 //! same layers `rtnetlink` builds on, without the async runtime it would
 //! bring into a synchronous launcher.
 
+mod error;
+mod messages;
 mod netlink;
 mod tap;
 #[cfg(test)]
@@ -25,20 +27,20 @@ mod tests;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
-use netlink_packet_core::{Nla, NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::address::{
-    AddressAttribute, AddressHeader, AddressMessage, AddressScope,
-};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoTun, LinkAttribute, LinkFlags, LinkHeader, LinkInfo as KernelLinkInfo,
-    LinkMessage,
+    InfoKind, LinkAttribute, LinkFlags, LinkHeader, LinkInfo as KernelLinkInfo, LinkMessage,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use self::error::{check_name, errno_is, failed};
+pub use self::error::{HostNetError, Operation};
+use self::messages::{address_message, controller, if_name, ipv4_address, link_kind};
 use self::netlink::Connection;
+use self::tap::TapFailure;
 
 /// The result of a host networking call.
 pub type Result<T, E = HostNetError> = std::result::Result<T, E>;
@@ -108,164 +110,6 @@ pub struct BridgeOutcome {
     pub created_bridge: bool,
     /// The address was not on the bridge and was added.
     pub added_address: bool,
-}
-
-/// What was being done when a call failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Operation {
-    /// Adding an IPv4 address to an interface.
-    AddAddress {
-        /// The interface.
-        link: String,
-        /// The address and prefix length.
-        addr: Ipv4Net,
-    },
-    /// Making a new TAP a port of a bridge and setting it up.
-    AttachTap {
-        /// The TAP.
-        tap: String,
-        /// The bridge.
-        bridge: String,
-    },
-    /// Creating a bridge.
-    CreateBridge {
-        /// The bridge.
-        bridge: String,
-    },
-    /// Creating a persistent TAP.
-    CreateTap {
-        /// The TAP.
-        tap: String,
-    },
-    /// Deleting an interface.
-    DeleteLink {
-        /// The interface.
-        link: String,
-    },
-    /// Reading an interface's state.
-    LookUp {
-        /// The interface.
-        link: String,
-    },
-    /// Removing an IPv4 address from an interface.
-    RemoveAddress {
-        /// The interface.
-        link: String,
-        /// The address and prefix length.
-        addr: Ipv4Net,
-    },
-    /// Setting an interface up.
-    SetUp {
-        /// The interface.
-        link: String,
-    },
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Operation::AddAddress { link, addr } => write!(f, "add address {addr} to {link}"),
-            Operation::AttachTap { tap, bridge } => {
-                write!(f, "attach TAP {tap} to bridge {bridge}")
-            }
-            Operation::CreateBridge { bridge } => write!(f, "create bridge {bridge}"),
-            Operation::CreateTap { tap } => write!(f, "create TAP {tap}"),
-            Operation::DeleteLink { link } => write!(f, "delete interface {link}"),
-            Operation::LookUp { link } => write!(f, "look up interface {link}"),
-            Operation::RemoveAddress { link, addr } => {
-                write!(f, "remove address {addr} from {link}")
-            }
-            Operation::SetUp { link } => write!(f, "set {link} up"),
-        }
-    }
-}
-
-/// Why a host networking call failed. Each message names the interface
-/// and the operation.
-#[derive(Debug, thiserror::Error)]
-pub enum HostNetError {
-    /// The kernel refused an operation (or answered in a way that could
-    /// not be read).
-    #[error("cannot {operation}: {source}")]
-    Failed {
-        /// What was being done.
-        operation: Operation,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// A name that cannot name an interface.
-    #[error("invalid interface name {name:?}: {reason}")]
-    InvalidName {
-        /// The name given.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// [`HostNet::create_tap`] found an interface of that name (of any kind).
-    #[error("cannot create TAP {tap}: the name is in use by an existing interface")]
-    NameInUse {
-        /// The TAP's name.
-        tap: String,
-    },
-    /// [`HostNet::create_tap`] was given a bridge that does not exist.
-    #[error("cannot attach TAP {tap} to bridge {bridge}: there is no interface named {bridge}")]
-    NoBridge {
-        /// The TAP's name.
-        tap: String,
-        /// The missing bridge's name.
-        bridge: String,
-    },
-    /// An interface that should be a bridge is something else.
-    #[error("cannot use {link} as a bridge: it exists and is a {kind} interface, not a bridge")]
-    NotABridge {
-        /// The interface's name.
-        link: String,
-        /// What it is.
-        kind: LinkKind,
-    },
-    /// The kernel said `EPERM`/`EACCES`.
-    #[error(
-        "cannot {operation}: not permitted (host networking needs CAP_NET_ADMIN in this \
-         network namespace: run mercury as root)"
-    )]
-    NotPermitted {
-        /// What was being done.
-        operation: Operation,
-    },
-    /// No netlink socket could be opened.
-    #[error("cannot open a netlink socket: {source}")]
-    Open {
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// Maps the kernel's error for `operation`, telling a missing capability
-/// apart.
-fn failed(operation: Operation) -> impl FnOnce(io::Error) -> HostNetError {
-    move |source| match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => HostNetError::NotPermitted { operation },
-        _ => HostNetError::Failed { operation, source },
-    }
-}
-
-fn errno_is(error: &io::Error, errno: i32) -> bool {
-    error.raw_os_error() == Some(errno)
-}
-
-/// Checks `name` by the rule the VMM applies to TAP names (the kernel's
-/// `dev_valid_name`, printable ASCII only), so a bad name is reported as
-/// such and never reaches the kernel.
-fn check_name(name: &str) -> Result<()> {
-    devices::virtio::net::check_tap_name(name).map_err(|e| HostNetError::InvalidName {
-        name: name.to_string(),
-        reason: match e {
-            devices::virtio::net::NetError::TapName { reason, .. } => reason,
-            _ => "not a valid interface name",
-        },
-    })
 }
 
 /// A netlink connection to the network namespace of the thread that
@@ -370,32 +214,64 @@ impl HostNet {
     /// it is removed again.
     pub fn create_tap(&self, name: &str, bridge: &str) -> Result<()> {
         check_name(name)?;
-        check_name(bridge)?;
-        let bridge_link = self.link(bridge)?.ok_or_else(|| HostNetError::NoBridge {
+        let bridge_index = self.bridge_index(name, bridge)?;
+        self.create_tap_on(name, bridge, bridge_index)
+    }
+
+    /// Makes the existing interface `name` a port of the bridge `bridge`
+    /// and sets it up, for repairing a TAP in place (a TAP leaves a bridge
+    /// that is deleted, and stays off it when the bridge is made again)
+    /// without deleting it under a running VM. Doing it again is harmless.
+    pub fn attach_to_bridge(&self, name: &str, bridge: &str) -> Result<()> {
+        check_name(name)?;
+        let bridge_index = self.bridge_index(name, bridge)?;
+        let attach = Operation::AttachTap {
             tap: name.to_string(),
             bridge: bridge.to_string(),
+        };
+        let link = self.get_link(name).map_err(failed(attach.clone()))?;
+        let index =
+            link.map(|message| message.header.index)
+                .ok_or_else(|| HostNetError::Failed {
+                    operation: attach.clone(),
+                    source: io::Error::from_raw_os_error(libc::ENODEV),
+                })?;
+        self.set_link(index, Some(bridge_index))
+            .map_err(failed(attach))
+    }
+
+    /// The index of `bridge`, which must exist and be a bridge, for
+    /// putting `port` on it.
+    fn bridge_index(&self, port: &str, bridge: &str) -> Result<u32> {
+        check_name(bridge)?;
+        let link = self.link(bridge)?.ok_or_else(|| HostNetError::NoBridge {
+            tap: port.to_string(),
+            bridge: bridge.to_string(),
         })?;
-        if bridge_link.kind != LinkKind::Bridge {
+        if link.kind != LinkKind::Bridge {
             return Err(HostNetError::NotABridge {
                 link: bridge.to_string(),
-                kind: bridge_link.kind,
+                kind: link.kind,
             });
         }
-        self.create_tap_on(name, bridge, bridge_link.index)
+        Ok(link.index)
     }
 
     /// [`Self::create_tap`] once the bridge is known by index.
     fn create_tap_on(&self, name: &str, bridge: &str, bridge_index: u32) -> Result<()> {
-        tap::create_persistent(name).map_err(|source| {
-            if errno_is(&source, libc::EBUSY) {
-                HostNetError::NameInUse {
-                    tap: name.to_string(),
-                }
-            } else {
-                failed(Operation::CreateTap {
-                    tap: name.to_string(),
-                })(source)
-            }
+        let create = || Operation::CreateTap {
+            tap: name.to_string(),
+        };
+        tap::create_persistent(name).map_err(|failure| match failure {
+            TapFailure::NoDriver(source) => HostNetError::NoKernelSupport {
+                operation: create(),
+                missing: "TUN/TAP driver (/dev/net/tun; CONFIG_TUN, `modprobe tun`)",
+                source,
+            },
+            TapFailure::Os(source) if errno_is(&source, libc::EBUSY) => HostNetError::NameInUse {
+                tap: name.to_string(),
+            },
+            TapFailure::Os(source) => failed(create())(source),
         })?;
         let attached = self.get_link(name).and_then(|found| {
             let index = found
@@ -477,9 +353,21 @@ impl HostNet {
                 NLM_F_CREATE | NLM_F_EXCL,
             )
             .map(drop)
-            .map_err(failed(Operation::CreateBridge {
-                bridge: name.to_string(),
-            }))
+            .map_err(|source| {
+                let operation = Operation::CreateBridge {
+                    bridge: name.to_string(),
+                };
+                // The kernel's answer to a link kind it has no driver for.
+                if errno_is(&source, libc::EOPNOTSUPP) {
+                    HostNetError::NoKernelSupport {
+                        operation,
+                        missing: "bridge driver (CONFIG_BRIDGE, `modprobe bridge`)",
+                        source,
+                    }
+                } else {
+                    failed(operation)(source)
+                }
+            })
     }
 
     /// Adds `addr`; `false` if the kernel says it is already there.
@@ -584,102 +472,4 @@ impl HostNet {
             })
             .collect())
     }
-}
-
-/// An address request for `addr` on link `index`, as `ip address` sends
-/// one (`IFA_LOCAL` and `IFA_ADDRESS` both the address).
-fn address_message(index: u32, addr: Ipv4Net) -> AddressMessage {
-    let mut message = AddressMessage::default();
-    message.header = AddressHeader {
-        family: AddressFamily::Inet,
-        prefix_len: addr.prefix_len(),
-        scope: AddressScope::Universe,
-        index,
-        ..AddressHeader::default()
-    };
-    message.attributes = vec![
-        AddressAttribute::Local(IpAddr::V4(addr.addr())),
-        AddressAttribute::Address(IpAddr::V4(addr.addr())),
-    ];
-    message
-}
-
-/// The interface's own address (`IFA_LOCAL`; `IFA_ADDRESS` is the peer's
-/// on point-to-point links) with its prefix length.
-fn ipv4_address(message: &AddressMessage) -> Option<Ipv4Net> {
-    let v4 = |attribute: &AddressAttribute| match attribute {
-        AddressAttribute::Local(IpAddr::V4(ip)) => Some((0, *ip)),
-        AddressAttribute::Address(IpAddr::V4(ip)) => Some((1, *ip)),
-        _ => None,
-    };
-    let ip: Ipv4Addr = message.attributes.iter().filter_map(v4).min()?.1;
-    Ipv4Net::new(ip, message.header.prefix_len).ok()
-}
-
-fn if_name(message: &LinkMessage) -> Option<String> {
-    message.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(name) => Some(name.clone()),
-        _ => None,
-    })
-}
-
-fn controller(message: &LinkMessage) -> Option<u32> {
-    message.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Controller(index) => Some(*index),
-        _ => None,
-    })
-}
-
-fn link_kind(message: &LinkMessage) -> LinkKind {
-    let infos = message.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkInfo(infos) => Some(infos),
-        _ => None,
-    });
-    let Some(infos) = infos else {
-        return LinkKind::Other(String::new());
-    };
-    let kind = infos.iter().find_map(|info| match info {
-        KernelLinkInfo::Kind(kind) => Some(kind),
-        _ => None,
-    });
-    match kind {
-        Some(InfoKind::Bridge) => LinkKind::Bridge,
-        Some(InfoKind::Tun) => LinkKind::Tun(tun_info(infos)),
-        Some(other) => LinkKind::Other(other.to_string()),
-        None => LinkKind::Other(String::new()),
-    }
-}
-
-/// `IFLA_TUN_*` attribute types (linux/if_link.h), each a `u8` flag.
-const IFLA_TUN_TYPE: u16 = 3;
-const IFLA_TUN_VNET_HDR: u16 = 5;
-const IFLA_TUN_PERSIST: u16 = 6;
-const IFLA_TUN_MULTI_QUEUE: u16 = 7;
-
-/// The TUN/TAP details of a `tun` link's `IFLA_INFO_DATA`, which
-/// `netlink-packet-route` hands over unparsed.
-fn tun_info(infos: &[KernelLinkInfo]) -> TunInfo {
-    let mut info = TunInfo::default();
-    let data = infos.iter().find_map(|i| match i {
-        KernelLinkInfo::Data(InfoData::Tun(data)) => Some(data),
-        _ => None,
-    });
-    for attribute in data.into_iter().flatten() {
-        let InfoTun::Other(nla) = attribute else {
-            continue;
-        };
-        let mut value = vec![0; nla.value_len()];
-        nla.emit_value(&mut value);
-        let Some(&byte) = value.first() else {
-            continue;
-        };
-        match nla.kind() {
-            IFLA_TUN_TYPE => info.tap = i32::from(byte) == libc::IFF_TAP,
-            IFLA_TUN_VNET_HDR => info.vnet_hdr = byte != 0,
-            IFLA_TUN_PERSIST => info.persistent = byte != 0,
-            IFLA_TUN_MULTI_QUEUE => info.multi_queue = byte != 0,
-            _ => {}
-        }
-    }
-    info
 }

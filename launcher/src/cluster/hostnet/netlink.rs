@@ -9,6 +9,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
@@ -24,6 +25,10 @@ const RECV_BUFFER: usize = 64 * 1024;
 /// How often a dump the kernel marks as interrupted (the table changed
 /// while it was being read) is started again before giving up.
 const DUMP_ATTEMPTS: usize = 3;
+
+/// How long to wait for the kernel's next reply before giving up, so a
+/// lost reply (the socket's buffer overran) is an error, not a hang.
+const REPLY_TIMEOUT_SECS: u16 = 30;
 
 /// The 16-byte `nlmsghdr`.
 const HEADER_LEN: usize = 16;
@@ -46,6 +51,24 @@ impl Connection {
         // Negative acknowledgements carry the request's header only, not
         // the whole request back.
         socket.set_cap_ack(true)?;
+        let timeout = libc::timeval {
+            tv_sec: REPLY_TIMEOUT_SECS.into(),
+            tv_usec: 0,
+        };
+        // SAFETY: SO_RCVTIMEO reads one `timeval`, which `timeout` is and
+        // which outlives the call.
+        let ret = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Connection {
             socket,
             sequence: Cell::new(0),
@@ -110,7 +133,16 @@ impl Connection {
         let mut datagram = Vec::with_capacity(RECV_BUFFER);
         loop {
             datagram.clear();
-            let len = self.socket.recv(&mut datagram, libc::MSG_TRUNC)?;
+            let len = self
+                .socket
+                .recv(&mut datagram, libc::MSG_TRUNC)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::WouldBlock => io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no reply from the kernel in {REPLY_TIMEOUT_SECS} s"),
+                    ),
+                    _ => e,
+                })?;
             if len > datagram.len() {
                 return Err(invalid(format!(
                     "a netlink reply of {len} bytes does not fit in {RECV_BUFFER}"

@@ -50,36 +50,53 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 /// in the meantime and stays open there until the child execs; the VMM
 /// opening the TAP just after `create_tap` returned would then find it
 /// busy. A private table is copied by no one.
-pub(super) fn create_persistent(name: &str) -> io::Result<()> {
+pub(super) fn create_persistent(name: &str) -> Result<(), TapFailure> {
     std::thread::scope(|scope| {
         let helper = std::thread::Builder::new()
             .name("mercury-tap".to_string())
             .spawn_scoped(scope, || {
                 // SAFETY: unshare takes only flags and changes only the
                 // calling (helper) thread's descriptor table.
-                check(unsafe { libc::unshare(libc::CLONE_FILES) })?;
+                check(unsafe { libc::unshare(libc::CLONE_FILES) }).map_err(TapFailure::Os)?;
                 create_here(name)
-            })?;
-        helper
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the TAP creation thread panicked")))
+            })
+            .map_err(TapFailure::Os)?;
+        helper.join().unwrap_or_else(|_| {
+            Err(TapFailure::Os(io::Error::other(
+                "the TAP creation thread panicked",
+            )))
+        })
     })
+}
+
+/// Why a TAP could not be made.
+pub(super) enum TapFailure {
+    /// `/dev/net/tun` is missing, or no TUN/TAP driver is behind it.
+    NoDriver(io::Error),
+    /// Any other error (`EBUSY`: the name is taken).
+    Os(io::Error),
 }
 
 /// TUNSETIFF + TUNSETPERSIST on a new `/dev/net/tun` descriptor (which
 /// creates its interface in the namespace of the task that opened it).
-fn create_here(name: &str) -> io::Result<()> {
+fn create_here(name: &str) -> Result<(), TapFailure> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/net/tun")?;
+        .open("/dev/net/tun")
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => TapFailure::NoDriver(e),
+            _ => TapFailure::Os(e),
+        })?;
     let mut ifr = ifreq(name, TAP_FLAGS | libc::IFF_TUN_EXCL);
     // SAFETY: TUNSETIFF reads and writes back one `ifreq`, which `ifr` is
     // and which outlives the call.
-    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) })?;
+    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) })
+        .map_err(TapFailure::Os)?;
     // Until this succeeds the interface lives only as long as `file`:
     // returning early closes it, and the kernel removes the TAP.
     // SAFETY: TUNSETPERSIST takes an integer by value; no memory is passed.
     check(unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) })
+        .map_err(TapFailure::Os)
 }

@@ -213,6 +213,37 @@ fn an_interface_that_is_not_a_bridge_is_refused_as_the_bridge() {
 }
 
 #[test]
+fn links_made_by_others_are_reported_as_the_kernel_has_them() {
+    in_new_netns(|| {
+        let net = HostNet::open().unwrap();
+        ip_run(&["tuntap", "add", "mtun-test0", "mode", "tun"]);
+        let tun = net.link("mtun-test0").unwrap().unwrap();
+        assert_eq!(
+            tun.kind,
+            LinkKind::Tun(TunInfo {
+                tap: false,
+                persistent: true,
+                vnet_hdr: false,
+                multi_queue: false
+            })
+        );
+        assert!(!tun.up);
+        assert_eq!(tun.kind.to_string(), "TUN");
+
+        ip_run(&["tuntap", "add", "mtap-mq0", "mode", "tap", "multi_queue"]);
+        let LinkKind::Tun(info) = net.link("mtap-mq0").unwrap().unwrap().kind else {
+            panic!("not a tun device");
+        };
+        assert!(info.tap && info.multi_queue, "{info:?}");
+
+        let lo = net.link("lo").unwrap().unwrap();
+        assert_eq!(lo.kind, LinkKind::Other(String::new()));
+        assert_eq!(lo.index, 1);
+        assert_eq!(ip_link("lo").unwrap()["ifindex"], 1);
+    });
+}
+
+#[test]
 fn a_tap_is_created_persistent_on_the_bridge_and_up() {
     in_new_netns(|| {
         let net = HostNet::open().unwrap();
@@ -263,6 +294,63 @@ fn a_tap_is_created_persistent_on_the_bridge_and_up() {
         let err = net.create_tap(BRIDGE, BRIDGE).unwrap_err();
         assert!(matches!(err, HostNetError::NameInUse { .. }), "{err:?}");
         assert_eq!(net.link(BRIDGE).unwrap().unwrap().kind, LinkKind::Bridge);
+    });
+}
+
+#[test]
+fn a_tap_that_lost_its_bridge_is_attached_again_in_place() {
+    in_new_netns(|| {
+        let net = HostNet::open().unwrap();
+        net.ensure_bridge(BRIDGE, gateway()).unwrap();
+        net.create_tap(TAP, BRIDGE).unwrap();
+        let index = net.link(TAP).unwrap().unwrap().index;
+        // The bridge deleted and made again: the TAP is on no bridge.
+        assert!(net.delete_link(BRIDGE).unwrap());
+        net.ensure_bridge(BRIDGE, gateway()).unwrap();
+        assert_eq!(net.link(TAP).unwrap().unwrap().master, None);
+        assert!(ip_link(TAP).unwrap().get("master").is_none());
+
+        net.attach_to_bridge(TAP, BRIDGE).unwrap();
+        net.attach_to_bridge(TAP, BRIDGE).unwrap();
+        let link = net.link(TAP).unwrap().unwrap();
+        assert_eq!(link.index, index, "the TAP was replaced");
+        assert_eq!(link.master.as_deref(), Some(BRIDGE));
+        assert!(link.up);
+        assert_eq!(ip_link(TAP).unwrap()["master"], BRIDGE);
+
+        let err = net.attach_to_bridge(TAP2, BRIDGE).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot attach TAP m1a2b3c4d5e6f-1 to bridge mbr-test0: "),
+            "{err}"
+        );
+        let err = net.attach_to_bridge(TAP, "mbr-absent").unwrap_err();
+        assert!(matches!(err, HostNetError::NoBridge { .. }), "{err:?}");
+    });
+}
+
+#[test]
+fn the_vmm_net_device_attaches_to_a_new_tap_and_leaves_it_in_place() {
+    in_new_netns(|| {
+        let net = HostNet::open().unwrap();
+        net.ensure_bridge(BRIDGE, gateway()).unwrap();
+        net.create_tap(TAP, BRIDGE).unwrap();
+        let before = net.link(TAP).unwrap().unwrap();
+
+        // The device itself, not a copy of its ioctls.
+        let device = devices::virtio::net::Net::new(&devices::virtio::net::NetConfig {
+            tap: TAP.to_string(),
+            mac: [0x02, 0x6d, 0x65, 0x72, 0x63, 0x01],
+        })
+        .expect("the VMM's virtio-net device opens the TAP");
+        assert_eq!(device.tap_name(), TAP);
+        drop(device);
+
+        // A persistent TAP it did not create: left where it was.
+        let after = net.link(TAP).unwrap().expect("the device removed the TAP");
+        assert_eq!(after.index, before.index);
+        assert_eq!(after.master.as_deref(), Some(BRIDGE));
+        assert_eq!(ip_link(TAP).unwrap()["master"], BRIDGE);
     });
 }
 
@@ -328,6 +416,68 @@ fn bad_names_are_refused_before_the_kernel_sees_them() {
             net.link("sixteen-bytes-xx").unwrap_err().to_string(),
             "invalid interface name \"sixteen-bytes-xx\": longer than 15 bytes (IFNAMSIZ - 1)"
         );
+    });
+}
+
+#[test]
+fn without_a_tun_driver_the_error_says_so() {
+    in_new_netns(|| {
+        let net = HostNet::open().unwrap();
+        net.ensure_bridge(BRIDGE, gateway()).unwrap();
+        // A mount namespace of this thread's own in which /dev/net is an
+        // empty tmpfs: there is no /dev/net/tun. Mounts are made private
+        // first, so nothing propagates to the host.
+        // SAFETY: unshare takes only flags; it changes only this thread.
+        let ret = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+        assert_eq!(
+            ret,
+            0,
+            "unshare(CLONE_NEWNS): {}",
+            io::Error::last_os_error()
+        );
+        let none = std::ptr::null::<libc::c_char>();
+        // SAFETY: the strings are NUL-terminated literals; the other
+        // pointers may be null for these mount calls.
+        let ret = unsafe {
+            libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(ret, 0, "make / private: {}", io::Error::last_os_error());
+        // SAFETY: as above.
+        let ret = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/dev/net".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            ret,
+            0,
+            "mount tmpfs on /dev/net: {}",
+            io::Error::last_os_error()
+        );
+
+        let err = net.create_tap(TAP, BRIDGE).unwrap_err();
+        assert!(
+            matches!(&err, HostNetError::NoKernelSupport { operation: Operation::CreateTap { tap }, .. }
+                if tap == TAP),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with(
+                "cannot create TAP m1a2b3c4d5e6f-0: this kernel has no TUN/TAP driver"
+            ),
+            "{err}"
+        );
+        assert_eq!(ip_link(TAP), None);
     });
 }
 
