@@ -75,15 +75,19 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   apt_update
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}" >&2
-  apt_update
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+# install_missing PACKAGE...: apt-get installs those not installed yet.
+install_missing() {
+  local p missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    apt_update
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+}
+install_missing "${packages[@]}"
 
 stale=()
 for spec in "${pinned[@]}"; do
@@ -135,16 +139,7 @@ fi
 # https, when the launcher has it; .cargo/config.toml points pkg-config at
 # it).
 # (the arm64 dpkg architecture was added above)
-cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libc6:arm64 libssl-dev:arm64)
-missing=()
-for p in "${cross[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}" >&2
-  apt_update
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+install_missing gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libc6:arm64 libssl-dev:arm64
 for t in aarch64-unknown-linux-gnu aarch64-unknown-linux-musl; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
 done
