@@ -223,9 +223,9 @@ fn report_timings(vm: &Vm, exit: &VmExit) {
     );
 }
 
-/// Prints an error with its causes and returns the error exit code.
-fn fail(error: &dyn std::error::Error) -> ExitCode {
-    let mut message = format!("mercury: error: {error}");
+/// An error with its causes, `: `-separated, each cause once.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
@@ -235,7 +235,12 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
         }
         source = cause.source();
     }
-    eprintln!("{message}");
+    message
+}
+
+/// Prints an error with its causes and returns the error exit code.
+pub(crate) fn fail(error: &dyn std::error::Error) -> ExitCode {
+    eprintln!("mercury: error: {}", error_chain(error));
     ExitCode::from(EXIT_ERROR)
 }
 

@@ -1,7 +1,6 @@
 //! `mercury cluster up | status | down`: argument handling, progress and
 //! output around [`super::up`] and [`super::status`].
 
-use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +14,7 @@ use super::spec::ClusterSpec;
 use super::status::{self, ClusterStatus};
 use super::up::{self, Progress, UpOptions};
 use super::validate;
+use crate::cli::{error_chain, fail};
 
 /// `up`'s default wait for each group of nodes, seconds.
 pub(crate) const READY_TIMEOUT_SECS: u64 = 900;
@@ -162,22 +162,6 @@ pub(crate) fn load_valid(file: &Path, check_files: bool) -> Option<ClusterSpec> 
     None
 }
 
-/// An error with its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(message, ": {s}");
-        source = s.source();
-    }
-    message
-}
-
-fn fail(e: &dyn std::error::Error) -> ExitCode {
-    eprintln!("mercury: error: {}", chain(e));
-    ExitCode::from(EXIT_ERROR)
-}
-
 /// `reconcile`'s converger: one [`up::up`] per spec it is given.
 pub(crate) struct UpConverger {
     pub(crate) opts: UpOptions,
@@ -190,7 +174,7 @@ impl super::watch::Converge for UpConverger {
         _origin: &super::source::Origin,
     ) -> Result<super::watch::ConvergeReport, String> {
         let mut progress = Lines::new();
-        let outcome = up::up(spec, &self.opts, &mut progress).map_err(|e| chain(&e))?;
+        let outcome = up::up(spec, &self.opts, &mut progress).map_err(|e| error_chain(&e))?;
         Ok(super::watch::ConvergeReport {
             changed: !outcome.done.is_empty(),
             actions: outcome.done,
