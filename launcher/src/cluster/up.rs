@@ -379,15 +379,24 @@ impl Step<'_> {
             }
         };
         record.tap = Some(tap.clone());
-        record.pid = Some(started.pid);
-        record.pid_start = Some(started.pid_start);
-        record.started_at = Some(started.started_at);
-        self.cluster.save_node(&record)?;
-        self.records.insert(n.name.clone(), record);
+        self.record_started(record, started)?;
         let line = format!("create {} ({}, {})", n.name, n.role, n.ip);
         progress.event(&line);
         self.done.push(line);
         Ok(Some(n.name.clone()))
+    }
+
+    /// Records `record`'s node as just started by `started` (not ready yet),
+    /// on disk and in memory.
+    fn record_started(&mut self, mut record: NodeRecord, started: Started) -> Result<(), UpError> {
+        record.pid = Some(started.pid);
+        record.pid_start = Some(started.pid_start);
+        record.started_at = Some(started.started_at);
+        record.ready_after = None;
+        record.guest_uptime_at_ready = None;
+        self.cluster.save_node(&record)?;
+        self.records.insert(record.name.clone(), record);
+        Ok(())
     }
 
     /// The node's TAP on the bridge: made if missing, put back on the
@@ -414,7 +423,7 @@ impl Step<'_> {
     /// Starts a crashed node again on its own disk and seed.
     fn restart(&mut self, n: &NodePlan) -> Result<Option<String>, UpError> {
         let files = self.cluster.node(&n.name);
-        let mut record = self.records[&n.name].clone();
+        let record = self.records[&n.name].clone();
         if let Some(tap) = n.tap() {
             self.ensure_tap(tap)?;
         }
@@ -424,13 +433,7 @@ impl Step<'_> {
             what: "cannot start mercury run",
             source,
         })?;
-        record.pid = Some(started.pid);
-        record.pid_start = Some(started.pid_start);
-        record.started_at = Some(started.started_at);
-        record.ready_after = None;
-        record.guest_uptime_at_ready = None;
-        self.cluster.save_node(&record)?;
-        self.records.insert(n.name.clone(), record);
+        self.record_started(record, started)?;
         self.done.push(format!("restart {} from its disk", n.name));
         Ok(Some(n.name.clone()))
     }
