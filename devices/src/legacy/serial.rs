@@ -31,7 +31,40 @@ use crate::BusDevice;
 const REGISTER_COUNT: u64 = 8;
 
 /// The `vm-superio` UART as this device instantiates it.
-type Uart = vm_superio::Serial<EventFdTrigger, Arc<SerialEventCounters>, Box<dyn Write + Send>>;
+type Uart = vm_superio::Serial<InterruptLine, Arc<SerialEventCounters>, Box<dyn Write + Send>>;
+
+// Registers and bits this wrapper looks at, from the 16550 data sheet.
+const IER: u8 = 1;
+const LCR: u8 = 3;
+const LSR: u8 = 5;
+const IER_RDA: u8 = 0x01;
+const IER_THRE: u8 = 0x02;
+const LCR_DLAB: u8 = 0x80;
+const LSR_DATA_READY: u8 = 0x01;
+
+/// The UART's interrupt output: an [`EventFdTrigger`] that also counts how
+/// often it was raised, so that [`Serial`] can tell whether a register write
+/// made `vm-superio` raise it.
+#[derive(Debug)]
+struct InterruptLine {
+    trigger: EventFdTrigger,
+    raised: AtomicU64,
+}
+
+impl InterruptLine {
+    fn raised(&self) -> u64 {
+        self.raised.load(Ordering::Relaxed)
+    }
+}
+
+impl vm_superio::Trigger for InterruptLine {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.raised.fetch_add(1, Ordering::Relaxed);
+        self.trigger.trigger()
+    }
+}
 
 /// Errors of the serial device.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +159,14 @@ impl Serial {
     pub fn new(out: Box<dyn Write + Send>) -> io::Result<Serial> {
         let events = Arc::new(SerialEventCounters::new()?);
         Ok(Serial {
-            uart: Uart::with_events(EventFdTrigger::new()?, events, out),
+            uart: Uart::with_events(
+                InterruptLine {
+                    trigger: EventFdTrigger::new()?,
+                    raised: AtomicU64::new(0),
+                },
+                events,
+                out,
+            ),
             ignored_accesses: LogLimiter::default(),
             interrupt_errors: LogLimiter::default(),
         })
@@ -135,7 +175,7 @@ impl Serial {
     /// The interrupt line: signalled whenever the UART raises its interrupt.
     /// `vmm-core` registers it as the irqfd of GSI 4.
     pub fn interrupt_evt(&self) -> &EventFd {
-        self.uart.interrupt_evt()
+        self.uart.interrupt_evt().trigger.event_fd()
     }
 
     /// Queues host input for the guest to read from RBR, raising the
@@ -177,6 +217,39 @@ impl Serial {
         &self.uart.events().input_drained
     }
 
+    /// IER before a write to `reg`, when that write goes to IER (DLAB clear).
+    /// Reading IER and LCR has no side effects.
+    fn enabled_interrupts(&mut self, reg: u8) -> Option<u8> {
+        (reg == IER && self.uart.read(LCR) & LCR_DLAB == 0).then(|| self.uart.read(IER))
+    }
+
+    /// A real UART's interrupt output is the OR of the conditions that are
+    /// both pending and enabled, and the IO-APIC pin behind GSI 4 is
+    /// edge-triggered: enabling an interrupt whose condition holds (THR is
+    /// always empty here; RX data may be waiting) is a rising edge. Masking
+    /// IER and unmasking it again is how Linux's 8250 console write and
+    /// start_tx work. `vm-superio` skips the edge when its IIR still holds the
+    /// bit from before the mask (set, never read back), which leaves a guest
+    /// waiting for a THRE interrupt that never comes, so give the edge here
+    /// when this write did not.
+    fn assert_newly_enabled(&mut self, before: u8, raised_before: u64) {
+        let now = self.uart.read(IER);
+        let newly = now & !before;
+        let holds = IER_THRE
+            | if self.uart.read(LSR) & LSR_DATA_READY != 0 {
+                IER_RDA
+            } else {
+                0
+            };
+        if newly & holds != 0 && self.uart.interrupt_evt().raised() == raised_before {
+            if let Err(e) = vm_superio::Trigger::trigger(self.uart.interrupt_evt()) {
+                if let Some(count) = self.interrupt_errors.hit() {
+                    warn!("serial: raising the interrupt after an IER write: {e} ({count} so far)");
+                }
+            }
+        }
+    }
+
     fn ignore(&self, access: &str, offset: u64, len: usize) {
         if let Some(count) = self.ignored_accesses.hit() {
             debug!(
@@ -211,7 +284,13 @@ impl BusDevice for Serial {
             self.ignore("write", offset, data.len());
             return;
         };
-        match self.uart.write(reg, value) {
+        let enabled_before = self.enabled_interrupts(reg);
+        let raised_before = self.uart.interrupt_evt().raised();
+        let result = self.uart.write(reg, value);
+        if let Some(before) = enabled_before {
+            self.assert_newly_enabled(before, raised_before);
+        }
+        match result {
             Ok(()) => {}
             Err(UartError::IOError(e)) => {
                 let lost = self.uart.events().tx_lost_bytes.load(Ordering::Relaxed);
@@ -225,6 +304,14 @@ impl BusDevice for Serial {
                 }
             }
         }
+    }
+}
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        // The registers as the guest left them: whether a guest whose console
+        // went quiet was still waiting for a THRE interrupt (IER bit 1 set).
+        debug!("serial at exit: {self:?}");
     }
 }
 
@@ -252,15 +339,11 @@ mod tests {
     const MCR: u64 = 4;
     const LSR: u64 = 5;
     const SCR: u64 = 7;
-    const IER_RDA: u8 = 0x01;
-    const IER_THRE: u8 = 0x02;
     const IIR_NO_INTERRUPT: u8 = 0x01;
     const IIR_THRE: u8 = 0x02;
     const IIR_RDA: u8 = 0x04;
     const IIR_FIFO_ENABLED: u8 = 0xc0;
-    const LCR_DLAB: u8 = 0x80;
     const MCR_LOOP: u8 = 0x10;
-    const LSR_DATA_READY: u8 = 0x01;
     const LSR_THR_EMPTY: u8 = 0x20;
 
     /// An output sink whose bytes and flushes the test can inspect.
@@ -336,6 +419,51 @@ mod tests {
         assert_ne!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
         assert_eq!(read_reg(&mut serial, RBR_THR), b'x');
         assert_eq!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
+    }
+
+    #[test]
+    fn unmasking_a_pending_thre_interrupt_raises_it_again() {
+        let (mut serial, _sink) = serial_with_sink();
+        serial.write(IER, &[IER_THRE]);
+        assert_eq!(interrupt_count(&serial), 1);
+        // The guest writes a byte but masks IER before it reads IIR (as the
+        // 8250 console write does): the edge it had is gone with the mask.
+        serial.write(RBR_THR, b"a");
+        serial.write(IER, &[0]);
+        assert_eq!(interrupt_count(&serial), 0);
+        // Unmasking is a new rising edge of the interrupt output.
+        serial.write(IER, &[IER_THRE]);
+        assert_eq!(interrupt_count(&serial), 1);
+        // Writing IER again without a 0 -> 1 change of THRE is no edge.
+        serial.write(IER, &[IER_THRE | IER_RDA]);
+        assert_eq!(interrupt_count(&serial), 0);
+        assert_eq!(read_reg(&mut serial, IIR) & 0x0f, IIR_THRE);
+    }
+
+    #[test]
+    fn unmasking_rda_with_unread_input_raises_it_again() {
+        let (mut serial, _sink) = serial_with_sink();
+        serial.write(IER, &[IER_RDA]);
+        assert_eq!(serial.enqueue_input(b"x").unwrap(), 1);
+        assert_eq!(interrupt_count(&serial), 1);
+        serial.write(IER, &[0]);
+        serial.write(IER, &[IER_RDA]);
+        assert_eq!(interrupt_count(&serial), 1);
+        assert_eq!(read_reg(&mut serial, RBR_THR), b'x');
+        // Nothing left to read: unmasking RDA alone is no edge.
+        serial.write(IER, &[0]);
+        serial.write(IER, &[IER_RDA]);
+        assert_eq!(interrupt_count(&serial), 0);
+    }
+
+    #[test]
+    fn divisor_latch_high_write_is_not_an_ier_write() {
+        let (mut serial, _sink) = serial_with_sink();
+        serial.write(LCR, &[LCR_DLAB]);
+        serial.write(IER, &[IER_THRE]);
+        assert_eq!(interrupt_count(&serial), 0);
+        serial.write(LCR, &[0]);
+        assert_eq!(read_reg(&mut serial, IER), 0);
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub fn start(config: &VmConfig, files: &NodeFiles) -> io::Result<Started> {
         .open(files.vmm_log())?;
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
+    if std::env::var_os("MERCURY_LOG").is_none() {
+        // The UART's registers at exit, for a console that went quiet.
+        command.env("MERCURY_LOG", "info,devices::legacy::serial=debug");
+    }
     command
         .arg("run")
         .arg("--config")
