@@ -77,7 +77,7 @@ pub fn write_bundle(
     let dir = bundle_dir(state_dir, &plan.cluster, &node.name);
     let parent = dir.parent().unwrap_or(state_dir);
     fs::create_dir_all(parent).map_err(|e| with_path(parent, e))?;
-    let tmp = parent.join(format!(".{}.{}", node.name, secrets::temp_suffix()));
+    let tmp = parent.join(format!(".{}.{}", node.name, super::state::temp_suffix()));
     let written = (|| {
         fs::DirBuilder::new()
             .mode(0o700)

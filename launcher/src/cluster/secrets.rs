@@ -171,7 +171,11 @@ fn store(dir: &Path, secrets: &ClusterSecrets) -> io::Result<()> {
     let name = dir
         .file_name()
         .ok_or_else(|| invalid(dir, "has no file name"))?;
-    let tmp = parent.join(format!(".{}.{}", name.to_string_lossy(), temp_suffix()));
+    let tmp = parent.join(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        super::state::temp_suffix()
+    ));
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&tmp)
@@ -237,15 +241,6 @@ fn generate_ca() -> io::Result<(String, String)> {
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
     let cert = params.self_signed(&key).map_err(other)?;
     Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// `tmp-<pid>-<random>`: a temporary name no other process or thread
-/// picks.
-pub(crate) fn temp_suffix() -> String {
-    let mut r = [0u8; 6];
-    // Without randomness the pid alone still tells processes apart.
-    let _ = fill_random(&mut r);
-    format!("tmp-{}-{}", std::process::id(), hex(&r))
 }
 
 fn fill_random(buf: &mut [u8]) -> io::Result<()> {

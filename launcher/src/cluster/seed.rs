@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::io::{self, Cursor, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -23,36 +22,12 @@ pub const SEED_SIZE: u64 = 2 << 20;
 /// The volume label cloud-init looks for (it accepts `cidata` or `CIDATA`).
 pub const SEED_LABEL: &str = "CIDATA";
 
-/// Writes `docs` as a seed image at `path` (replacing one that is there).
+/// Writes `docs` as a seed image at `path` (replacing one that is there),
+/// mode 0600: it holds the cluster's bootstrap secrets.
 pub fn write_seed(path: &Path, docs: &NodeDocuments) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| invalid_input(path, "has no file name"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.{}",
-        name.to_string_lossy(),
-        super::secrets::temp_suffix()
-    ));
     let image = build_image(docs).map_err(|e| with_path(path, e))?;
-    let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        write_sparse(&mut f, &image)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map_err(|e| with_path(path, e))
+    super::state::replace_file(path, 0o600, |f| write_sparse(f, &image))
+        .map_err(|e| with_path(path, e))
 }
 
 /// Reads the three documents back from the seed image at `path`.
@@ -145,13 +120,6 @@ fn write_sparse(f: &mut fs::File, image: &[u8]) -> io::Result<()> {
 
 fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("seed {}: {e}", path.display()))
-}
-
-fn invalid_input(path: &Path, what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("seed {} {what}", path.display()),
-    )
 }
 
 #[cfg(test)]

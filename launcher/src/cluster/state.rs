@@ -25,6 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
@@ -372,18 +373,58 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     write_atomic(path, &text).map_err(io_at(path))
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it
-/// over `path`.
+/// Writes `bytes` to `path` through [`replace_file`], mode 0644.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
+    replace_file(path, 0o644, |f| f.write_all(bytes))
+}
+
+/// Replaces `path` whole or not at all: `fill` writes a new file of `mode`
+/// (a unique name beside `path`, so concurrent writers and the leftovers of
+/// a crash never collide), which is synced and renamed over `path`, and the
+/// directory is synced. On failure the temporary file is removed and `path`
+/// is as it was.
+pub fn replace_file(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), temp_suffix()));
+    let written = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The mode given to open is masked by the umask; set it outright.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        fill(&mut file)?;
         file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path)
+    written
+}
+
+/// A suffix for temporary names that no other process (or earlier run)
+/// uses: the pid and 48 random bits.
+pub(crate) fn temp_suffix() -> String {
+    let mut r = [0u8; 6];
+    // Without randomness the pid alone still tells processes apart.
+    let _ = getrandom::getrandom(&mut r);
+    format!("tmp-{}-{}", std::process::id(), super::secrets::hex(&r))
 }
 
 #[cfg(test)]
@@ -413,6 +454,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mercury-state-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn replace_file_is_whole_or_nothing_and_sets_the_mode() {
+        let dir = temp_dir("replace");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seed.img");
+        replace_file(&path, 0o600, |f| f.write_all(b"first")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let err = replace_file(&path, 0o600, |f| {
+            f.write_all(b"half")?;
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["seed.img"], "a temporary file was left behind");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
