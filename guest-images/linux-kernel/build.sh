@@ -18,9 +18,12 @@
 #                               microvm-aarch64.config, cross-built with
 #                               gcc-aarch64-linux-gnu: ARCH=arm64
 #                               CROSS_COMPILE=aarch64-linux-gnu-)
+#   build.sh linux-kernel-arm64-config -> .../config of that Image
 #
+# The config fragment is microvm-x86_64.config or microvm-aarch64.config
+# followed by kubernetes.config (what a node needs, the same on both).
 # Inputs hashed into the cache key: this script, ../lib.sh, drop-pvh-note.py,
-# the config fragment (microvm-x86_64.config or microvm-aarch64.config), the
+# the config fragment, the
 # linux-source-6.1 package version and the compiler version. Layout under
 # $MERCURY_CACHE/linux-kernel/ (default ~/.cache/mercury), for x86_64; arm64
 # has the same layout under $MERCURY_CACHE/linux-kernel-arm64/ but for src/,
@@ -41,16 +44,16 @@ target=${1:-linux-kernel}
 case "$target" in
   linux-kernel|linux-bzimage|linux-elf64|linux-kernel-config) variant=default ;;
   linux-kernel-acpi) variant=acpi ;;
-  linux-kernel-arm64) variant=arm64 ;;
-  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-config|linux-kernel-acpi|linux-kernel-arm64" >&2; exit 2 ;;
+  linux-kernel-arm64|linux-kernel-arm64-config) variant=arm64 ;;
+  *) echo "usage: $0 linux-kernel|linux-bzimage|linux-elf64|linux-kernel-config|linux-kernel-acpi|linux-kernel-arm64|linux-kernel-arm64-config" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-fragment=$here/microvm-x86_64.config
+arch_fragment=$here/microvm-x86_64.config
 # kbuild's ARCH and the cross-compiler prefix per variant.
 arch=x86_64 cross=""
 if [ "$variant" = arm64 ]; then
-  fragment=$here/microvm-aarch64.config
+  arch_fragment=$here/microvm-aarch64.config
   arch=arm64 cross=aarch64-linux-gnu-
 fi
 pkg=linux-source-6.1
@@ -127,15 +130,15 @@ tmp=""
 trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 ensure_tools
+fragment=$(mktemp)
+trap '[ -z "$tmp" ] || rm -rf "$tmp"; rm -f "$fragment"' EXIT
+cat "$arch_fragment" "$here/kubernetes.config" >"$fragment"
 if [ "$variant" = acpi ]; then
   # The same fragment with the command-line device option turned off.
-  generated=$(mktemp)
   grep -qx 'CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y' "$fragment" ||
     die "the fragment has no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y to turn off"
-  sed 's/^CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y$/# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set/' \
-    "$fragment" >"$generated"
-  fragment=$generated
-  trap '[ -z "$tmp" ] || rm -rf "$tmp"; rm -f "$generated"' EXIT
+  sed -i 's/^CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y$/# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set/' \
+    "$fragment"
 fi
 ver=$(apt_candidate "$pkg")
 compiler=$("${cross}gcc" --version | head -n1)
@@ -147,10 +150,10 @@ case "$target" in
   linux-bzimage) artifact=$out/bzImage ;;
   linux-elf64) artifact=$out/vmlinux-elf64 ;;
   linux-kernel-arm64) artifact=$out/Image ;;
-  linux-kernel-config) artifact=$out/config ;;
+  linux-kernel-config|linux-kernel-arm64-config) artifact=$out/config ;;
 esac
 if [ "$variant" = arm64 ]; then
-  complete() { [ -f "$out/Image" ]; }
+  complete() { [ -f "$out/Image" ] && [ -f "$out/config" ]; }
 else
   complete() { [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-elf64" ] && [ -f "$out/bzImage" ] && [ -f "$out/config" ]; }
 fi

@@ -4,8 +4,8 @@
 # the CPUs and memory mercury gave, and powers off through PSCI SYSTEM_OFF,
 # so mercury exits 0. No console= on the command line: the kernel takes its
 # console from the FDT's /chosen/stdout-path, whichever UART mercury
-# emulates. Needs a static aarch64 mercury in $MERCURY_BIN_AARCH64; not in
-# `cargo test` until the launcher builds for aarch64.
+# emulates. The rig builds the static aarch64 mercury
+# ($MERCURY_BIN_AARCH64 overrides it).
 # rig-arch: aarch64
 # rig-images: linux-kernel-arm64 initramfs-arm64
 # rig-timeout: 600

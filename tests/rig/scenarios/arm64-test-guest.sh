@@ -2,9 +2,9 @@
 # Boots the aarch64 no_std test guest (arm64 Image) under mercury inside the
 # arm64 L1 with 4 vCPUs: the guest finds its UART, RAM, CPUs, PSCI and boot
 # timer in mercury's FDT, reports one CHECK line per check and powers off
-# through PSCI SYSTEM_OFF, so mercury exits 0. Needs a static aarch64
-# mercury in $MERCURY_BIN_AARCH64 (docs/RIG.md, "The aarch64 L1"); not in
-# `cargo test` until the launcher builds for aarch64.
+# through PSCI SYSTEM_OFF, so mercury exits 0. The rig builds the static
+# aarch64 mercury ($MERCURY_BIN_AARCH64 overrides it; docs/RIG.md, "The
+# aarch64 L1").
 # rig-arch: aarch64
 # rig-images: test-guest-arm64
 # rig-timeout: 300

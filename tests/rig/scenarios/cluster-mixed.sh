@@ -83,18 +83,9 @@ EOF
     mv $SPEC.new $SPEC
 }
 
-listing() {
-    ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
-    echo "--- processes"
-    ps -o args | grep '[m]ercury run' | sort
-    echo "--- state"
-    find $STATE 2>/dev/null | sort
-}
+listing() { rig_cluster_listing $STATE; }
 
-field() {
-    tr -d ' \n' </tmp/status.json | sed 's/},{/}\n{/g' | grep "\"name\":\"$1\"" |
-        sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
-}
+field() { rig_node_field /tmp/status.json "$1" "$2"; }
 
 status() {
     mercury cluster status -f $SPEC --state-dir $STATE -o json >/tmp/status.json 2>/tmp/status.err
@@ -165,8 +156,8 @@ fi
 debian ip netns add bm
 debian ip link add bm-host type veth peer name bm-eth0
 debian ip link set bm-eth0 netns bm
-ip link set bm-host master mbr-mix
-ip link set bm-host up
+debian ip link set bm-host master mbr-mix
+debian ip link set bm-host up
 cp -r $bundle /debian/tmp/bundle
 debian ip netns exec bm sh /tmp/bundle/apply.sh --network-only --iface bm-eth0 >/tmp/apply.out 2>&1
 apply_rc=$?

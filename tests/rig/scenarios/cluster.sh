@@ -67,15 +67,7 @@ spec:
 EOF
 }
 
-# What exists on L1 that mercury could have made: links, VMM processes,
-# state files.
-listing() {
-    ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
-    echo "--- processes"
-    ps -o args | grep '[m]ercury run' | sort
-    echo "--- state"
-    find $STATE 2>/dev/null | sort
-}
+listing() { rig_cluster_listing $STATE; }
 
 # up LABEL: `mercury cluster up` as one boot span; sets rc.
 up() {
@@ -92,11 +84,7 @@ up() {
     sed 's/^/  up: /' /tmp/up.err
 }
 
-# field NODE KEY: a node's KEY from `status -o json` output in /tmp/status.json.
-field() {
-    tr -d ' \n' </tmp/status.json | sed 's/},{/}\n{/g' | grep "\"name\":\"$1\"" |
-        sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
-}
+field() { rig_node_field /tmp/status.json "$1" "$2"; }
 
 status() {
     mercury cluster status -f $SPEC --state-dir $STATE -o json >/tmp/status.json 2>/tmp/status.err

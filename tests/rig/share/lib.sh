@@ -115,6 +115,24 @@ rig_field() {
     grep -a "$2" "$1" 2>/dev/null | tail -n 1 | tr ' \r' '\n\n' | sed -n "s/^$3=//p" | tail -n 1
 }
 
+# rig_cluster_listing STATE: what exists on L1 that `mercury cluster` could
+# have made (links, VMM processes, files under STATE), to compare before
+# `up` and after `down`.
+rig_cluster_listing() {
+    ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
+    echo "--- processes"
+    ps -o args | grep '[m]ercury run' | sort
+    echo "--- state"
+    find "$1" 2>/dev/null | sort
+}
+
+# rig_node_field FILE NODE KEY: KEY of node NODE in FILE, the output of
+# `mercury cluster status -o json` (empty if absent).
+rig_node_field() {
+    tr -d ' \n' <"$1" | sed 's/},{/}\n{/g' | grep "\"name\":\"$2\"" |
+        sed -n "s/.*\"$3\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
+}
+
 # rig_is_int VALUE: whether VALUE is a non-negative decimal integer.
 rig_is_int() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 

@@ -80,10 +80,11 @@ pub enum InputError {
 
 /// The `mercury` for an `arch` L1. x86_64: `$MERCURY_BIN` if set, else
 /// `cargo build --release --target x86_64-unknown-linux-musl -p launcher`
-/// in `repo`. aarch64: `$MERCURY_BIN_AARCH64`, or `None` when it is not set
-/// (the launcher does not build for aarch64 yet). Either way the binary must
-/// be a static ELF of `arch`.
-pub fn mercury_binary(repo: &Path, arch: Arch) -> Result<Option<PathBuf>, InputError> {
+/// in `repo`; aarch64: `$MERCURY_BIN_AARCH64` if set, else the same build
+/// for aarch64-unknown-linux-musl (linked by .cargo/config.toml's
+/// aarch64-linux-gnu-gcc). Either way the binary must be a static ELF of
+/// `arch`.
+pub fn mercury_binary(repo: &Path, arch: Arch) -> Result<PathBuf, InputError> {
     let env_name = match arch {
         Arch::X86_64 => "MERCURY_BIN",
         Arch::Aarch64 => MERCURY_BIN_AARCH64_ENV,
@@ -91,12 +92,9 @@ pub fn mercury_binary(repo: &Path, arch: Arch) -> Result<Option<PathBuf>, InputE
     if let Some(bin) = env::var_os(env_name).filter(|v| !v.is_empty()) {
         let bin = PathBuf::from(bin);
         check_static(&bin, arch)?;
-        return Ok(Some(bin));
+        return Ok(bin);
     }
-    match arch {
-        Arch::X86_64 => build_static(repo, "launcher", "mercury").map(Some),
-        Arch::Aarch64 => Ok(None),
-    }
+    build_static(repo, arch, "launcher", "mercury")
 }
 
 /// The host file for the rig tool `name` (one of [`TOOLS`]) in an `arch`
@@ -111,7 +109,7 @@ pub fn tool_binary(repo: &Path, arch: Arch, name: &str) -> Result<Option<PathBuf
     };
     match (name, arch) {
         (BOOT_HARNESS, Arch::X86_64) => {
-            build_static(repo, "mercury-benches", BOOT_HARNESS).map(Some)
+            build_static(repo, Arch::X86_64, "mercury-benches", BOOT_HARNESS).map(Some)
         }
         (COMPARE_VMM, _) => {
             let Some(path) = env::var_os(COMPARE_WITH_ENV).filter(|v| !v.is_empty()) else {
@@ -153,29 +151,30 @@ fn target_dir(repo: &Path) -> PathBuf {
 
 /// `cargo build --release --target x86_64-unknown-linux-musl -p PACKAGE
 /// --bin BIN` in `repo`; the binary, checked to be static.
-fn build_static(repo: &Path, package: &str, bin: &str) -> Result<PathBuf, InputError> {
-    ensure_musl_target()?;
+fn build_static(repo: &Path, arch: Arch, package: &str, bin: &str) -> Result<PathBuf, InputError> {
+    let target = arch.musl_target();
+    ensure_rust_target(target)?;
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     run(Command::new(cargo)
         .args([
             "build",
             "--release",
             "--target",
-            MUSL_TARGET,
+            target,
             "-p",
             package,
             "--bin",
             bin,
         ])
         .current_dir(repo))?;
-    let path = target_dir(repo).join(MUSL_TARGET).join("release").join(bin);
-    check_static(&path, Arch::X86_64)?;
+    let path = target_dir(repo).join(target).join("release").join(bin);
+    check_static(&path, arch)?;
     Ok(path)
 }
 
-/// `rustup target add` when the musl target is missing (no-op without rustup:
-/// then cargo reports the missing target itself).
-fn ensure_musl_target() -> Result<(), InputError> {
+/// `rustup target add` when `target` is missing (no-op without rustup: then
+/// cargo reports the missing target itself).
+fn ensure_rust_target(target: &str) -> Result<(), InputError> {
     let Ok(installed) = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -184,9 +183,9 @@ fn ensure_musl_target() -> Result<(), InputError> {
     };
     if !String::from_utf8_lossy(&installed.stdout)
         .lines()
-        .any(|l| l.trim() == MUSL_TARGET)
+        .any(|l| l.trim() == target)
     {
-        run(Command::new("rustup").args(["target", "add", MUSL_TARGET]))?;
+        run(Command::new("rustup").args(["target", "add", target]))?;
     }
     Ok(())
 }

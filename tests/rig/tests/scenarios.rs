@@ -162,6 +162,49 @@ fn arm64_smoke() {
     );
 }
 
+/// The aarch64 no_std test guest under mercury (both built for aarch64 by
+/// the rig) in the aarch64 L1: FDT, UART, RAM, PSCI CPU_ON for 4 vCPUs,
+/// the boot timer, and PSCI SYSTEM_OFF ending mercury with exit 0.
+#[test]
+fn arm64_test_guest() {
+    run_scenario(
+        "arm64-test-guest",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "mercury-present",
+            "test-guest-exit",
+            "test-guest-end",
+            "test-guest-serial",
+            "test-guest-cpu",
+            "test-guest-smp",
+            "test-guest-timer",
+            "test-guest-memory",
+        ],
+    );
+}
+
+/// The arm64 microVM kernel and busybox initramfs under mercury in the
+/// aarch64 L1, 1 and 2 vCPUs: /init runs with the CPUs and memory mercury
+/// gave, its console taken from the FDT, and PSCI SYSTEM_OFF ends it.
+#[test]
+fn arm64_linux_boot() {
+    run_scenario(
+        "arm64-linux-boot",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "mercury-present",
+            "smp1-exit",
+            "smp1-init",
+            "smp1-info",
+            "smp2-exit",
+            "smp2-init",
+            "smp2-info",
+        ],
+    );
+}
+
 #[test]
 fn linux_boot() {
     run_scenario(
