@@ -227,6 +227,7 @@ fn run_reconcile(args: ReconcileArgs) -> ExitCode {
             state_dir: args.state_dir.clone(),
             ready_timeout: std::time::Duration::from_secs(super::ops::READY_TIMEOUT_SECS),
             stop_grace: std::time::Duration::from_secs(super::ops::STOP_TIMEOUT_SECS),
+            boot_restarts: super::up::BOOT_RESTARTS,
         },
     };
     let mut reconciler =

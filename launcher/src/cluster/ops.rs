@@ -59,6 +59,10 @@ pub(crate) struct UpArgs {
     /// it is stopped.
     #[arg(long, value_name = "SECS", default_value_t = STOP_TIMEOUT_SECS)]
     stop_timeout: u64,
+    /// Times a node whose VMM exits before it is ready is started again
+    /// from its disk before `up` fails (0: never).
+    #[arg(long, value_name = "N", default_value_t = up::BOOT_RESTARTS)]
+    boot_restarts: u32,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +199,7 @@ pub(crate) fn run_up(args: &UpArgs) -> ExitCode {
         state_dir: state_dir.clone(),
         ready_timeout: Duration::from_secs(args.timeout),
         stop_grace: Duration::from_secs(args.stop_timeout),
+        boot_restarts: args.boot_restarts,
     };
     let mut progress = Lines::new();
     let outcome = match up::up(&spec, &opts, &mut progress) {

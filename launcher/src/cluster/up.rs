@@ -45,7 +45,14 @@ pub struct UpOptions {
     pub ready_timeout: Duration,
     /// How long a stopping node gets to power off before SIGTERM.
     pub stop_grace: Duration,
+    /// How many times a node whose VMM exits before the node is ready is
+    /// started again from its disk (as a supervisor's restart policy would)
+    /// before `up` fails. Each restart is reported.
+    pub boot_restarts: u32,
 }
+
+/// [`UpOptions::boot_restarts`] unless told otherwise.
+pub const BOOT_RESTARTS: u32 = 1;
 
 /// What went wrong, naming the node, file or interface.
 #[derive(Debug, thiserror::Error)]
@@ -163,13 +170,7 @@ pub fn up(
                 }
             }
         }
-        wait_ready(
-            &cluster,
-            step.records,
-            &started,
-            opts.ready_timeout,
-            progress,
-        )?;
+        step.wait_ready(&started, progress)?;
     }
     let Step { done, bundles, .. } = step;
     Ok(Outcome { done, bundles })
@@ -420,6 +421,105 @@ impl Step<'_> {
         self.records.contains_key(&n.name) && disk.exists() && seed.exists()
     }
 
+    /// Waits until every node in `names` has printed its ready line. A node
+    /// whose VMM exits first is started again from its disk, up to
+    /// `boot_restarts` times; then `up` fails with the end of its logs.
+    fn wait_ready(&mut self, names: &[String], progress: &mut dyn Progress) -> Result<(), UpError> {
+        let began = Instant::now();
+        let mut pending: Vec<String> = names.to_vec();
+        let mut restarts: BTreeMap<String, u32> = BTreeMap::new();
+        while !pending.is_empty() {
+            let now = node::unix_now();
+            let mut still = Vec::new();
+            for name in pending {
+                let record = self
+                    .records
+                    .get_mut(&name)
+                    .expect("a started node is recorded");
+                let files = self.cluster.node(&name);
+                let ready = node::find_ready(&files.console(), &name, &record.instance_id)
+                    .map_err(|source| UpError::Io {
+                        what: "cannot read the console log",
+                        path: files.console(),
+                        source,
+                    })?;
+                if let Some(ready) = ready {
+                    let after = now - record.started_at.unwrap_or(now);
+                    record.ready_after = Some(after);
+                    record.guest_uptime_at_ready = ready.uptime;
+                    self.cluster.save_node(record)?;
+                    progress.event(&format!(
+                        "ready {} after {after:.1} s (guest uptime {})",
+                        name,
+                        ready
+                            .uptime
+                            .map_or("unknown".to_string(), |u| format!("{u:.1} s"))
+                    ));
+                    continue;
+                }
+                if state::process_alive(record) {
+                    still.push(name);
+                    continue;
+                }
+                let count = restarts.entry(name.clone()).or_default();
+                if *count >= self.opts.boot_restarts {
+                    let mut tail = node::tail(&files.vmm_log(), 10);
+                    tail.push_str("\n  console.log:\n");
+                    tail.push_str(&node::tail(&files.console(), 20));
+                    return Err(UpError::Exited {
+                        node: name,
+                        log: files.vmm_log(),
+                        tail,
+                    });
+                }
+                *count += 1;
+                let why = node::tail(&files.vmm_log(), 1);
+                progress.event(&format!(
+                    "{name} exited before it was ready ({}); starting it again from its disk ({count} of {})",
+                    why.trim(),
+                    self.opts.boot_restarts
+                ));
+                let n = self.node_plan(&name).clone();
+                self.restart(&n)?;
+                still.push(name);
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if began.elapsed() > self.opts.ready_timeout {
+                return Err(UpError::Timeout {
+                    nodes: pending,
+                    timeout: self.opts.ready_timeout,
+                });
+            }
+            let now = node::unix_now();
+            let waiting: Vec<(String, f64)> = pending
+                .iter()
+                .map(|n| (n.clone(), now - self.records[n].started_at.unwrap_or(now)))
+                .collect();
+            progress.waiting(&waiting);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(())
+    }
+
+    /// The plan of node `name`, which this run started or kept.
+    fn node_plan(&self, name: &str) -> &NodePlan {
+        self.plan
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Create(n) | Action::Keep(n) | Action::Replace { node: n, .. }
+                    if n.name == name =>
+                {
+                    Some(n)
+                }
+                _ => None,
+            })
+            .expect("a node being waited for is in the plan")
+    }
+
     /// Starts a crashed node again on its own disk and seed.
     fn restart(&mut self, n: &NodePlan) -> Result<Option<String>, UpError> {
         let files = self.cluster.node(&n.name);
@@ -485,74 +585,5 @@ pub fn remove_node(
         }
     }
     cluster.remove_node(&record.name)?;
-    Ok(())
-}
-
-/// Waits until every node in `names` has printed its ready line.
-fn wait_ready(
-    cluster: &ClusterDir,
-    records: &mut BTreeMap<String, NodeRecord>,
-    names: &[String],
-    timeout: Duration,
-    progress: &mut dyn Progress,
-) -> Result<(), UpError> {
-    let began = Instant::now();
-    let mut pending: Vec<String> = names.to_vec();
-    while !pending.is_empty() {
-        let now = node::unix_now();
-        let mut still = Vec::new();
-        for name in pending {
-            let record = records.get_mut(&name).expect("a started node is recorded");
-            let files = cluster.node(&name);
-            let ready = node::find_ready(&files.console(), &name, &record.instance_id).map_err(
-                |source| UpError::Io {
-                    what: "cannot read the console log",
-                    path: files.console(),
-                    source,
-                },
-            )?;
-            if let Some(ready) = ready {
-                let after = now - record.started_at.unwrap_or(now);
-                record.ready_after = Some(after);
-                record.guest_uptime_at_ready = ready.uptime;
-                cluster.save_node(record)?;
-                progress.event(&format!(
-                    "ready {} after {after:.1} s (guest uptime {})",
-                    name,
-                    ready
-                        .uptime
-                        .map_or("unknown".to_string(), |u| format!("{u:.1} s"))
-                ));
-            } else if !state::process_alive(record) {
-                let mut tail = node::tail(&files.vmm_log(), 10);
-                tail.push_str("\n  console.log:\n");
-                tail.push_str(&node::tail(&files.console(), 20));
-                return Err(UpError::Exited {
-                    node: name,
-                    log: files.vmm_log(),
-                    tail,
-                });
-            } else {
-                still.push(name);
-            }
-        }
-        pending = still;
-        if pending.is_empty() {
-            break;
-        }
-        if began.elapsed() > timeout {
-            return Err(UpError::Timeout {
-                nodes: pending,
-                timeout,
-            });
-        }
-        let now = node::unix_now();
-        let waiting: Vec<(String, f64)> = pending
-            .iter()
-            .map(|n| (n.clone(), now - records[n].started_at.unwrap_or(now)))
-            .collect();
-        progress.waiting(&waiting);
-        std::thread::sleep(Duration::from_millis(250));
-    }
     Ok(())
 }

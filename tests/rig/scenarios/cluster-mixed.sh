@@ -54,7 +54,9 @@ mount -t proc proc /debian/proc
 mount -t sysfs sysfs /debian/sys
 mount --bind /dev /debian/dev
 mkdir -p /debian/run/netns /debian/run/systemd/resolve
-debian() { chroot /debian "$@"; }
+# Through Debian's env: busybox's chroot would run its own applet for a bare
+# command name (its shell prefers applets), not Debian's program.
+debian() { chroot /debian /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 # spec WORKERS [POOL-NAME]: the spec; WORKERS microVM workers in pool
 # POOL-NAME (default general; 0: no microVM pool).
@@ -117,7 +119,7 @@ status
 ready=$(grep -c '"state": "ready"' /tmp/status.json)
 if [ $rc -eq 0 ] && [ "$ready" -eq 3 ] && [ "$(field $MACHINE state)" = pending ] &&
     [ "$(field $MACHINE kind)" = baremetal ]; then
-    rig_pass mixed-up "3 control-plane nodes ready in $secs s, $MACHINE pending (status exit $status_rc)"
+    rig_pass mixed-up "3 control-plane nodes ready in $secs s, $MACHINE pending (status exit $status_rc)$(grep 'starting it again' /tmp/up.err | sed 's/^/; /' | tr '\n' ' ')"
 else
     rig_fail mixed-up "up exit $rc, $ready ready, $MACHINE '$(field $MACHINE state)': $(cat /tmp/status.err)"
     evidence
