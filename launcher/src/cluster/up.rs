@@ -473,10 +473,14 @@ impl Step<'_> {
                     });
                 }
                 *count += 1;
-                let why = node::tail(&files.vmm_log(), 1);
+                // `mercury run`'s last line says why: `… exit="<reason>" …`.
+                let last = node::tail(&files.vmm_log(), 1);
+                let why = last
+                    .split_once("exit=\"")
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map_or(last.trim(), |(reason, _)| reason);
                 progress.event(&format!(
-                    "{name} exited before it was ready ({}); starting it again from its disk ({count} of {})",
-                    why.trim(),
+                    "{name} exited before it was ready ({why}); starting it again from its disk ({count} of {})",
                     self.opts.boot_restarts
                 ));
                 let n = self.node_plan(&name).clone();

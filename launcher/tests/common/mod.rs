@@ -1,4 +1,6 @@
 //! Helpers shared by the `mercury` binary's end-to-end tests.
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::process::{Command, Output};
 
