@@ -197,6 +197,12 @@ impl ClusterDir {
     /// lock without waiting: a second command on the same cluster is
     /// refused, naming the one holding it.
     pub fn lock(&self) -> Result<ClusterLock, StateError> {
+        if !self.state_dir.exists() {
+            // Made here, so `down` of the last cluster may remove it again.
+            create_private_dir(&self.state_dir)?;
+            let marker = self.state_dir.join(MADE_BY_MERCURY);
+            File::create(&marker).map_err(io_at(&marker))?;
+        }
         create_private_dir(&self.root)?;
         let path = self.root.join("lock");
         let mut file = OpenOptions::new()
@@ -283,13 +289,30 @@ impl ClusterDir {
         }
     }
 
-    /// Removes the cluster's directory (after `down` removed the rest).
+    /// Removes the cluster's directory (after `down` removed the rest), and
+    /// the state directory too when `lock` made it and nothing else is left
+    /// in it (another cluster, the GitOps cache).
     pub fn remove_all(&self) -> Result<(), StateError> {
         match fs::remove_dir_all(&self.root) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_at(&self.root)(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&self.root)(e)),
         }
+        let marker = self.state_dir.join(MADE_BY_MERCURY);
+        let only_marker = fs::read_dir(&self.state_dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.map(|e| e.file_name()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .is_ok_and(|names| names == [MADE_BY_MERCURY])
+            })
+            .unwrap_or(false);
+        if only_marker {
+            fs::remove_file(&marker).map_err(io_at(&marker))?;
+            // Another cluster's `up` may have just made its directory here.
+            let _ = fs::remove_dir(&self.state_dir);
+        }
+        Ok(())
     }
 }
 
@@ -337,6 +360,9 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     }
     fields.nth(18)?.parse().ok()
 }
+
+/// In a state directory `up` made: `down` of its last cluster removes it.
+const MADE_BY_MERCURY: &str = ".made-by-mercury";
 
 fn create_private_dir(dir: &Path) -> Result<(), StateError> {
     use std::os::unix::fs::DirBuilderExt as _;
@@ -495,6 +521,26 @@ mod tests {
         cluster.remove_node("edge1-general-0").unwrap();
         assert_eq!(cluster.load_nodes().unwrap().len(), 1);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_state_directory_goes_with_its_last_cluster_only_if_mercury_made_it() {
+        let made = temp_dir("made");
+        let (a, b) = (ClusterDir::new(&made, "a"), ClusterDir::new(&made, "b"));
+        drop(a.lock().unwrap());
+        drop(b.lock().unwrap());
+        a.remove_all().unwrap();
+        assert!(made.exists(), "cluster b is still there");
+        b.remove_all().unwrap();
+        assert!(!made.exists(), "made by lock, left empty: removed");
+
+        let given = temp_dir("given");
+        fs::create_dir_all(&given).unwrap();
+        let c = ClusterDir::new(&given, "c");
+        drop(c.lock().unwrap());
+        c.remove_all().unwrap();
+        assert!(given.exists(), "a state directory that existed stays");
+        fs::remove_dir_all(&given).unwrap();
     }
 
     #[test]

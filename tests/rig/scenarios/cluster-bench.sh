@@ -4,12 +4,14 @@
 # clusters of 1, 3 and 5 nodes (1 control-plane node + 0, 2, 4 workers) on
 # the Debian node image, each node's time to ready (host) and guest uptime
 # at ready, the VMM's resident memory per node once ready, and the cost of
-# making each node's root disk; `down` between sizes.
+# making each node's root disk; `down` between sizes. L1 gets one vCPU:
+# with two, L1 itself reset in most multi-node runs (docs/RIG.md).
 # rig-images: guest-tool
 # rig-disk-images: node-rootfs linux-kernel
 # rig-disk-mib: 8192
 # rig-modules: tun bridge veth
 # rig-memory: 6144
+# rig-smp: 1
 # rig-timeout: 5400
 # rig-expect: bench-cluster-1 bench-cluster-3 bench-cluster-5
 . /rig/lib.sh
@@ -52,7 +54,7 @@ for size in 1 3 5; do
         sed -n 's/.*"name":"\([^"]*\)".*"readyAfter":\([0-9.]*\).*"guestUptimeAtReady":\([0-9.]*\).*/\1:\2s(guest\3s)/p' | tr '\n' ' ')
     disks=$(grep -o 'root disk [^ ]* ([^)]*)' /tmp/up.err | sed 's/.*(//; s/)//' | tr '\n' ';')
     if [ $rc -eq 0 ]; then
-        rig_pass bench-cluster-$size "up to all ready ${secs}s; nodes: $ready; VMM RSS KiB:$rss; root disks: $disks"
+        rig_pass bench-cluster-$size "up to all ready ${secs}s; nodes: $ready; VMM RSS KiB:$rss; root disks: $disks; boot restarts: $(grep -c 'starting it again' /tmp/up.err)"
     else
         rig_fail bench-cluster-$size "up exit $rc after ${secs}s"
         rig_show /tmp/up.err 20 "up stderr"

@@ -21,11 +21,14 @@
 #   mixed-down:    down leaves L1 as it was
 # The node image doubles as L1's Debian userland (iproute2 with netns,
 # etcdctl, ping): it is mounted read-only under an overlay at /debian.
+# L1 gets one vCPU: with two, L1 itself reset in most multi-node runs
+# (docs/RIG.md, "The cluster scenarios").
 # rig-images: guest-tool
 # rig-disk-images: node-rootfs linux-kernel
 # rig-disk-mib: 6144
 # rig-modules: tun bridge veth loop overlay
 # rig-memory: 4608
+# rig-smp: 1
 # rig-timeout: 3000
 # rig-expect: mixed-up etcd-cluster bundle baremetal-join watch-scale watch-invalid mixed-down
 . /rig/lib.sh

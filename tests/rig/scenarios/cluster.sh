@@ -16,11 +16,14 @@
 #               (the two highest-numbered go, with their TAPs)
 #   down:       everything mercury made is gone: L1's links, processes and
 #               state directory are as they were before the first up
+# L1 gets one vCPU: with two, L1 itself reset in most multi-node runs
+# (docs/RIG.md, "The cluster scenarios").
 # rig-images: guest-tool
 # rig-disk-images: node-rootfs linux-kernel
 # rig-disk-mib: 6144
 # rig-modules: tun bridge veth
 # rig-memory: 5120
+# rig-smp: 1
 # rig-timeout: 3000
 # rig-expect: invalid up identity-console identity-ping node-ping status
 # rig-expect: idempotent drift-status drift-repair scale-up scale-down down-clean
