@@ -2,7 +2,8 @@
 # Boots the arm64 microVM kernel (Image) with the arm64 busybox initramfs
 # under mercury inside the arm64 L1, with 1 and 2 vCPUs: /init runs, sees
 # the CPUs and memory mercury gave, and powers off through PSCI SYSTEM_OFF,
-# so mercury exits 0. No console= on the command line: the kernel takes its
+# so mercury exits 0; then reboot -f (PSCI SYSTEM_RESET, exit 0) and a
+# kernel panic (pvpanic on MMIO, exit 3). No console= on the command line: the kernel takes its
 # console from the FDT's /chosen/stdout-path, whichever UART mercury
 # emulates. The rig builds the static aarch64 mercury
 # ($MERCURY_BIN_AARCH64 overrides it).
@@ -11,11 +12,12 @@
 # rig-timeout: 600
 # rig-expect: mercury-present
 # rig-expect: smp1-exit smp1-init smp1-info smp2-exit smp2-init smp2-info
+# rig-expect: reboot panic
 . /rig/lib.sh
 
 rig_check_mercury_present || exit 0
 
-RIG_BOOTS=2
+RIG_BOOTS=4
 for n in 1 2; do
     log=/tmp/linux-smp$n.serial
     err=/tmp/linux-smp$n.stderr
@@ -46,5 +48,36 @@ for n in 1 2; do
         rig_fail smp$n-info "nproc='$nproc' memtotal_kb='$mem', want $n and 200-256 MiB"
     fi
 done
+
+# reboot -f: PSCI SYSTEM_RESET, which mercury reports as a reset (exit 0).
+log=/tmp/linux-reboot.serial
+err=/tmp/linux-reboot.stderr
+RIG_BOOT_LABEL=image-reboot
+rig_vm 120 $log $err mercury run --kernel /images/linux-kernel-arm64 \
+    --initrd /images/initramfs-arm64 --vcpus 1 --memory 256 \
+    --cmdline "panic=1 mercury.action=reboot" --serial $log
+if [ "$rig_rc" -eq 0 ] && grep -a -q 'MERCURY-GUEST INIT' $log && grep -q 'exit="guest reset' $err; then
+    rig_pass reboot "rc=0 secs=$rig_secs: $(grep -o 'exit="[^"]*"' $err)"
+else
+    rig_fail reboot "rc=$rig_rc secs=$rig_secs ${rig_why:+($rig_why) }want 0 and exit=\"guest reset…\" after PSCI SYSTEM_RESET"
+    rig_show $err 15 "mercury stderr"
+    rig_show $log 20 "guest console"
+fi
+
+# A real panic (sysrq c): the kernel's pvpanic MMIO driver tells mercury,
+# which exits 3 without waiting for panic=N.
+log=/tmp/linux-panic.serial
+err=/tmp/linux-panic.stderr
+RIG_BOOT_LABEL=image-panic
+rig_vm 120 $log $err mercury run --kernel /images/linux-kernel-arm64 \
+    --initrd /images/initramfs-arm64 --vcpus 1 --memory 256 \
+    --cmdline "panic=30 mercury.action=panic" --serial $log
+if [ "$rig_rc" -eq 3 ] && grep -a -q 'Kernel panic' $log && grep -q 'guest kernel panicked' $err; then
+    rig_pass panic "rc=3 secs=$rig_secs: $(grep -a -m 1 'Kernel panic' $log | cut -c 1-100)"
+else
+    rig_fail panic "rc=$rig_rc secs=$rig_secs ${rig_why:+($rig_why) }want 3, the guest's 'Kernel panic' and 'guest kernel panicked' on stderr"
+    rig_show $err 15 "mercury stderr"
+    rig_show $log 20 "guest console"
+fi
 rig_boots_done
 exit 0

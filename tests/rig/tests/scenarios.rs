@@ -201,6 +201,8 @@ fn arm64_linux_boot() {
             "smp2-exit",
             "smp2-init",
             "smp2-info",
+            "reboot",
+            "panic",
         ],
     );
 }
