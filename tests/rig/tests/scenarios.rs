@@ -180,6 +180,7 @@ fn arm64_test_guest() {
             "test-guest-smp",
             "test-guest-timer",
             "test-guest-memory",
+            "test-guest-1vcpu",
         ],
     );
 }
