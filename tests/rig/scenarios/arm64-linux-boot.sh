@@ -18,14 +18,20 @@
 rig_check_mercury_present || exit 0
 
 RIG_BOOTS=4
-for n in 1 2; do
-    log=/tmp/linux-smp$n.serial
-    err=/tmp/linux-smp$n.stderr
+# boot NAME VCPUS CMDLINE: the Image and initramfs, 256 MiB, console in
+# $log and mercury's stderr in $err (/tmp/linux-NAME.*); sets rig_rc.
+boot() {
+    log=/tmp/linux-$1.serial
+    err=/tmp/linux-$1.stderr
     rm -f $log $err
-    RIG_BOOT_LABEL=image-smp$n
+    RIG_BOOT_LABEL=image-$1
     rig_vm 120 $log $err mercury run --kernel /images/linux-kernel-arm64 \
-        --initrd /images/initramfs-arm64 --vcpus $n --memory 256 \
-        --cmdline "panic=1 mercury.action=poweroff" --serial $log
+        --initrd /images/initramfs-arm64 --vcpus "$2" --memory 256 \
+        --cmdline "$3" --serial $log
+}
+
+for n in 1 2; do
+    boot smp$n $n "panic=1 mercury.action=poweroff"
     if [ "$rig_rc" -eq 0 ]; then
         rig_pass smp$n-exit "rc=0 secs=$rig_secs"
     else
@@ -50,12 +56,7 @@ for n in 1 2; do
 done
 
 # reboot -f: PSCI SYSTEM_RESET, which mercury reports as a reset (exit 0).
-log=/tmp/linux-reboot.serial
-err=/tmp/linux-reboot.stderr
-RIG_BOOT_LABEL=image-reboot
-rig_vm 120 $log $err mercury run --kernel /images/linux-kernel-arm64 \
-    --initrd /images/initramfs-arm64 --vcpus 1 --memory 256 \
-    --cmdline "panic=1 mercury.action=reboot" --serial $log
+boot reboot 1 "panic=1 mercury.action=reboot"
 if [ "$rig_rc" -eq 0 ] && grep -a -q 'MERCURY-GUEST INIT' $log && grep -q 'exit="guest reset' $err; then
     rig_pass reboot "rc=0 secs=$rig_secs: $(grep -o 'exit="[^"]*"' $err)"
 else
@@ -66,12 +67,7 @@ fi
 
 # A real panic (sysrq c): the kernel's pvpanic MMIO driver tells mercury,
 # which exits 3 without waiting for panic=N.
-log=/tmp/linux-panic.serial
-err=/tmp/linux-panic.stderr
-RIG_BOOT_LABEL=image-panic
-rig_vm 120 $log $err mercury run --kernel /images/linux-kernel-arm64 \
-    --initrd /images/initramfs-arm64 --vcpus 1 --memory 256 \
-    --cmdline "panic=30 mercury.action=panic" --serial $log
+boot panic 1 "panic=30 mercury.action=panic"
 if [ "$rig_rc" -eq 3 ] && grep -a -q 'Kernel panic' $log && grep -q 'guest kernel panicked' $err; then
     rig_pass panic "rc=3 secs=$rig_secs: $(grep -a -m 1 'Kernel panic' $log | cut -c 1-100)"
 else
