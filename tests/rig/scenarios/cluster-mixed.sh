@@ -232,5 +232,9 @@ if [ $rc -eq 0 ] && cmp -s /tmp/before.txt /tmp/after.txt; then
 else
     rig_fail mixed-down "exit $rc; left over: $(diff /tmp/before.txt /tmp/after.txt | tr '\n' ';')"
 fi
-umount /debian/dev /debian/sys /debian/proc /debian /debian-ro /debian-rw 2>/dev/null
-umount /disk
+# Best effort (L1 powers off next); -d frees the loop device, which
+# otherwise keeps /disk busy.
+umount /debian/dev /debian/sys /debian/proc /debian 2>/dev/null
+umount -d /debian-ro 2>/dev/null
+umount /debian-rw /disk 2>/dev/null
+exit 0
