@@ -27,7 +27,8 @@ use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::legacy::{EventFdTrigger, LogLimiter};
-use crate::BusDevice;
+use crate::power_button::Press;
+use crate::{BusDevice, PowerButton};
 
 /// The GED's register window.
 ///
@@ -41,12 +42,11 @@ pub struct AcpiGed {
     ignored_accesses: LogLimiter,
 }
 
-/// Presses the power button of one [`AcpiGed`]; cheap to clone, usable from
-/// any thread.
-#[derive(Clone)]
-pub struct PowerButton {
+/// What presses the power button of one [`AcpiGed`] (behind a
+/// [`PowerButton`]).
+struct GedPress {
     pending: Arc<AtomicU32>,
-    interrupt: Arc<EventFdTrigger>,
+    interrupt: EventFdTrigger,
 }
 
 impl AcpiGed {
@@ -76,10 +76,10 @@ impl AcpiGed {
 
     /// A handle that presses this device's power button.
     pub fn power_button(&self) -> io::Result<PowerButton> {
-        Ok(PowerButton {
+        Ok(PowerButton::new(GedPress {
             pending: Arc::clone(&self.pending),
-            interrupt: Arc::new(self.interrupt.try_clone()?),
-        })
+            interrupt: self.interrupt.try_clone()?,
+        }))
     }
 
     fn ignore(&self, access: &str, offset: u64, len: usize) {
@@ -91,11 +91,11 @@ impl AcpiGed {
     }
 }
 
-impl PowerButton {
-    /// Presses the button: records the event, then raises the GED's
-    /// interrupt. Pressing again before the guest handled the first press
-    /// raises the interrupt again; the guest sees one pending press.
-    pub fn press(&self) -> io::Result<()> {
+impl Press for GedPress {
+    /// Records the event, then raises the GED's interrupt. Pressing again
+    /// before the guest handled the first press raises the interrupt again;
+    /// the guest sees one pending press.
+    fn press(&self) -> io::Result<()> {
         self.pending
             .fetch_or(AcpiGed::POWER_BUTTON, Ordering::SeqCst);
         self.interrupt.trigger()
@@ -131,9 +131,9 @@ impl fmt::Debug for AcpiGed {
     }
 }
 
-impl fmt::Debug for PowerButton {
+impl fmt::Debug for GedPress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PowerButton")
+        f.debug_struct("GedPress")
             .field("pending", &self.pending.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

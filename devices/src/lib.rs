@@ -6,7 +6,10 @@
 
 pub mod acpi_ged;
 pub mod legacy;
+mod power_button;
 pub mod virtio;
+
+pub use power_button::PowerButton;
 
 /// 64-bit FNV-1a of `bytes`: a fixed algorithm, stable across Rust
 /// releases (unlike `std`'s `DefaultHasher`), for names and ids that must

@@ -83,9 +83,11 @@ case "$action" in
     if [ "$test_end" = reboot ]; then reboot -f; else poweroff -f; fi ;;
   powerbutton)
     # The guest side of the host's power button: the kernel's ACPI button
-    # driver (CONFIG_ACPI_BUTTON) reports the PNP0C0C device's press as
-    # KEY_POWER on an input device; busybox acpid reads it from
-    # /dev/input/event* (CONFIG_INPUT_EVDEV) and runs /etc/acpi/PWRF/00000080.
+    # driver (CONFIG_ACPI_BUTTON, x86_64: input device "Power Button") or
+    # gpio-keys on the PL061 line the FDT names (CONFIG_KEYBOARD_GPIO,
+    # arm64: input device "gpio-keys") reports the press as KEY_POWER;
+    # busybox acpid reads it from /dev/input/event* (CONFIG_INPUT_EVDEV)
+    # and runs /etc/acpi/PWRF/00000080.
     mkdir -p /etc/acpi/PWRF
     printf '#!/bin/sh\necho "MERCURY-GUEST POWER-BUTTON pressed action=PWRF/00000080" >/dev/console\npoweroff -f\n' \
       >/etc/acpi/PWRF/00000080
@@ -94,7 +96,7 @@ case "$action" in
     for name in /sys/class/input/input*/name; do
       [ -r "$name" ] || continue
       read -r device <"$name"
-      case "$device" in "Power Button") button=${name%/name}; button=${button##*/} ;; esac
+      case "$device" in "Power Button" | gpio-keys) button=${name%/name}; button=${button##*/} ;; esac
     done
     evdev=$(ls /dev/input 2>/dev/null | tr '\n' ',')
     evdev=${evdev%,}

@@ -153,10 +153,18 @@ const NODE_REQUIRED: &[Opt] = &[
     opt("ISO9660_FS", "NoCloud seed (iso9660)"),
 ];
 
-/// x86_64 only: graceful shutdown, the GED's power button reaching
-/// systemd-logind (arm64 has no power button yet: docs/ARM64.md).
+/// x86_64: graceful shutdown, the GED's power button reaching
+/// systemd-logind.
 const X86_POWER_BUTTON: &[Opt] = &[
     opt("ACPI_BUTTON", "ACPI power button (PNP0C0C)"),
+    opt("INPUT_EVDEV", "logind reads the power key (evdev)"),
+];
+
+/// arm64: graceful shutdown, the PL061 line under gpio-keys reaching
+/// systemd-logind.
+const ARM64_POWER_BUTTON: &[Opt] = &[
+    opt("GPIO_PL061", "the power button's GPIO controller"),
+    opt("KEYBOARD_GPIO", "gpio-keys: the line as KEY_POWER"),
     opt("INPUT_EVDEV", "logind reads the power key (evdev)"),
 ];
 
@@ -278,7 +286,11 @@ fn built_arm64_kernel_passes_kubeadm_system_verification() {
 #[test]
 fn built_arm64_kernel_has_what_a_node_image_needs() {
     let (path, text) = built_config("linux-kernel-arm64-config");
-    let verdict = verify(&text, &[NODE_REQUIRED], &[NODE_OPTIONAL]);
+    let verdict = verify(
+        &text,
+        &[NODE_REQUIRED, ARM64_POWER_BUTTON],
+        &[NODE_OPTIONAL],
+    );
     assert_clean(&path, &verdict);
 }
 

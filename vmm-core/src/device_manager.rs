@@ -6,15 +6,16 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use devices::acpi_ged::{AcpiGed, PowerButton};
+use devices::acpi_ged::AcpiGed;
 use devices::legacy::{
-    AcpiPowerControl, BootTimer, BootTimerHandle, PvPanic, Rtc, Serial, SerialInput, I8042,
+    AcpiPowerControl, BootTimer, BootTimerHandle, Pl061, PvPanic, Rtc, Serial, SerialInput, I8042,
 };
+use devices::PowerButton;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::{layout, BusKind, PlatformDevice};
+use crate::arch::{layout, BusKind, PlatformDevice, PowerButtonDevice, PowerButtonKind};
 use crate::bus::{Bus, BusError, SharedDevice};
 use crate::config::{SerialSink, VmConfig};
 use crate::lifecycle::{Lifecycle, VmExit};
@@ -103,8 +104,8 @@ pub(crate) struct DeviceManager {
     pub(crate) pio: Bus,
     pub(crate) mmio: Bus,
     pub(crate) boot_timer: BootTimerHandle,
-    /// The GED's power button, where the architecture has one.
-    pub(crate) power_button: Option<PowerButton>,
+    /// The power button (the ACPI GED's on x86, a PL061 line on arm64).
+    pub(crate) power_button: PowerButton,
     pub(crate) event_manager: VmmEventManager,
 }
 
@@ -128,7 +129,7 @@ fn serial_output(sink: &SerialSink) -> Result<Box<dyn Write + Send>, DeviceError
 impl DeviceManager {
     /// Creates the legacy devices where the architecture has them: the
     /// console UART, i8042, the ACPI power-control register, the RTC,
-    /// pvpanic, the boot timer and the ACPI GED (power button). Their
+    /// pvpanic, the boot timer and the power button's device. Their
     /// reset, power-off and panic events end the VM from the VMM thread.
     pub(crate) fn attach_legacy_devices(
         vm: &VmFd,
@@ -213,9 +214,7 @@ impl DeviceManager {
             layout::BOOT_TIMER_SIZE,
         )?;
 
-        let power_button = layout::GED
-            .map(|at| attach_power_button(vm, &mut mmio, at))
-            .transpose()?;
+        let power_button = attach_power_button(vm, &mut mmio, layout::POWER_BUTTON)?;
 
         Ok(DeviceManager {
             pio,
@@ -247,23 +246,38 @@ impl DeviceManager {
     }
 }
 
-/// The ACPI Generic Event Device on the MMIO bus, its interrupt an irqfd on
-/// its GSI; returns the handle that presses its power button.
+/// The power button's device on the MMIO bus (the ACPI Generic Event
+/// Device, or a PL061 GPIO controller), its interrupt an irqfd on its GSI;
+/// returns the handle that presses the button.
 fn attach_power_button(
     vm: &VmFd,
     mmio: &mut Bus,
-    at: PlatformDevice,
+    button: PowerButtonDevice,
 ) -> Result<PowerButton, DeviceError> {
-    let ged = AcpiGed::new().map_err(created("ACPI GED"))?;
-    vm.register_irqfd(ged.interrupt_evt(), layout::GED_IRQ)
+    let (name, device, interrupt, handle): (_, SharedDevice, _, _) = match button.kind {
+        PowerButtonKind::AcpiGed => {
+            let name = "ACPI GED";
+            let ged = AcpiGed::new().map_err(created(name))?;
+            let interrupt = clone_evt(name, ged.interrupt_evt())?;
+            let handle = ged.power_button().map_err(created(name))?;
+            (name, Arc::new(Mutex::new(ged)), interrupt, handle)
+        }
+        PowerButtonKind::Pl061 => {
+            let name = "PL061 GPIO";
+            let gpio = Pl061::new().map_err(created(name))?;
+            let interrupt = gpio.interrupt_evt().map_err(created(name))?;
+            let handle = gpio.power_button();
+            (name, Arc::new(Mutex::new(gpio)), interrupt, handle)
+        }
+    };
+    vm.register_irqfd(&interrupt, button.irq)
         .map_err(|source| DeviceError::Irqfd {
-            device: "ACPI GED",
-            gsi: layout::GED_IRQ,
+            device: name,
+            gsi: button.irq,
             source,
         })?;
-    let button = ged.power_button().map_err(created("ACPI GED"))?;
-    place(mmio, "ACPI GED", Arc::new(Mutex::new(ged)), at.base, at.len)?;
-    Ok(button)
+    place(mmio, name, device, button.at.base, button.at.len)?;
+    Ok(handle)
 }
 
 /// A duplicate of a device's exit `EventFd` for the VMM thread to watch.

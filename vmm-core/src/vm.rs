@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use devices::acpi_ged::PowerButton;
 use devices::legacy::BootTimerHandle;
+use devices::PowerButton;
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
@@ -25,9 +25,6 @@ pub enum VmError {
     /// The VM has not been started yet.
     #[error("the VM has not been started")]
     NotStarted,
-    /// The machine has no power button (arm64: no ACPI).
-    #[error("this machine has no power button (arm64 guests boot without ACPI)")]
-    NoPowerButton,
     /// The VM is stopping or has stopped.
     #[error("the VM is no longer running")]
     NotRunning,
@@ -64,7 +61,7 @@ pub enum VmState {
 #[derive(Clone)]
 pub struct StopHandle {
     lifecycle: Arc<Lifecycle>,
-    power_button: Option<PowerButton>,
+    power_button: PowerButton,
 }
 
 impl std::fmt::Debug for StopHandle {
@@ -86,11 +83,10 @@ impl StopHandle {
 }
 
 /// Presses `button` unless the VM already ended.
-fn press(lifecycle: &Lifecycle, button: &Option<PowerButton>) -> Result<(), VmError> {
+fn press(lifecycle: &Lifecycle, button: &PowerButton) -> Result<(), VmError> {
     if lifecycle.outcome().is_some() {
         return Err(VmError::NotRunning);
     }
-    let button = button.as_ref().ok_or(VmError::NoPowerButton)?;
     button.press().map_err(VmError::PowerButton)
 }
 
@@ -113,7 +109,7 @@ pub struct Vm {
     vcpu_threads: Vec<JoinHandle<()>>,
     vmm_thread: Option<VmmThread>,
     boot_timer: BootTimerHandle,
-    power_button: Option<PowerButton>,
+    power_button: PowerButton,
     paused: bool,
     // Kept for the VM's lifetime: the VM fd owns the in-kernel devices, the
     // memory mapping backs the memslots.
@@ -241,11 +237,13 @@ impl Vm {
         self.lifecycle.request_exit(VmExit::Stopped);
     }
 
-    /// Presses the guest's ACPI power button (x86: the DSDT's `PNP0C0C`
-    /// device, notified through the Generic Event Device): a request, not
-    /// a stop. The guest decides: Linux with `CONFIG_ACPI_BUTTON` turns it
-    /// into a `KEY_POWER` press, on which systemd-logind or acpid power it
-    /// off, and [`Vm::wait`] then returns [`VmExit::PowerOff`]; a guest
+    /// Presses the guest's power button (x86: the DSDT's `PNP0C0C` device,
+    /// notified through the ACPI Generic Event Device; arm64: a PL061 GPIO
+    /// line the FDT gives to `gpio-keys`): a request, not a stop. The
+    /// guest decides: Linux (`CONFIG_ACPI_BUTTON`, or `CONFIG_KEYBOARD_GPIO`
+    /// with `CONFIG_GPIO_PL061`) turns it into a `KEY_POWER` press, on
+    /// which systemd-logind or acpid power it off, and [`Vm::wait`] then
+    /// returns [`VmExit::PowerOff`]; a guest
     /// that ignores it keeps running (stop it after a timeout of your
     /// choosing). A guest that has not yet bound its button driver misses
     /// the press. Fails with [`VmError::NotStarted`] before [`Vm::start`]

@@ -1,4 +1,5 @@
-//! Legacy devices: 8250 UART, i8042, boot timer, the PL031 RTC (arm64), and
+//! Legacy devices: 8250 UART, i8042, boot timer, the PL031 RTC and the
+//! PL061 GPIO controller with the power button (arm64), and
 //! the two one-port devices behind ACPI power-off and panic reporting (the
 //! hardware-reduced ACPI power-control register, pvpanic).
 //!
@@ -10,6 +11,7 @@
 mod acpi_power;
 mod boot_timer;
 mod i8042;
+mod pl061;
 mod pvpanic;
 mod rtc;
 mod serial;
@@ -19,6 +21,7 @@ mod trigger;
 pub use acpi_power::AcpiPowerControl;
 pub use boot_timer::{BootTimer, BootTimerHandle, BOOT_TIMER_MAGIC};
 pub use i8042::I8042;
+pub use pl061::Pl061;
 pub use pvpanic::PvPanic;
 pub use rtc::Rtc;
 pub use serial::{Serial, SerialError, SerialStats};

@@ -9,7 +9,8 @@
 //!   configured from), `Machine` (what the boot structures describe);
 //! - `layout`: the addresses shared code places devices at —
 //!   `BOOT_TIMER_*`, `VIRTIO_*`, `SERIAL` + `SERIAL_IRQ`, `PVPANIC`, and
-//!   the optional `I8042`, `ACPI_POWER`, `RTC` ([`PlatformDevice`]s);
+//!   the optional `I8042`, `ACPI_POWER`, `RTC` ([`PlatformDevice`]s) and
+//!   `POWER_BUTTON` ([`PowerButtonDevice`]);
 //! - the boot steps, in the order the builder calls them:
 //!   `memory_regions`, `check_guest_fits`, `load_kernel`, `load_initrd`,
 //!   `virtio_cmdline`, `load_cmdline`, `setup_vm` (before vCPUs exist),
@@ -41,6 +42,25 @@ pub(crate) enum BusKind {
     Pio,
     /// Memory-mapped I/O.
     Mmio,
+}
+
+/// The device a machine's power button is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Each architecture uses one of them.
+#[allow(dead_code)]
+pub(crate) enum PowerButtonKind {
+    /// x86_64: the ACPI Generic Event Device (`devices::acpi_ged`).
+    AcpiGed,
+    /// arm64: line 3 of a PL061 GPIO controller under `gpio-keys`.
+    Pl061,
+}
+
+/// The power button's device: which one, where, and its interrupt line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PowerButtonDevice {
+    pub(crate) kind: PowerButtonKind,
+    pub(crate) at: PlatformDevice,
+    pub(crate) irq: u32,
 }
 
 /// Where the architecture puts one of its platform devices (console UART,

@@ -9,10 +9,12 @@
 //!   psci            arm,psci-0.2, method "hvc" (KVM implements it)
 //!   intc@8000000    GICv3 (+ its@8080000 child) or GICv2
 //!   timer           the architected timer's four PPIs
-//!   apb-pclk        fixed clock the PL031 (an AMBA device) needs
+//!   apb-pclk        fixed clock the PL031 and PL061 (AMBA devices) need
 //!   uart@40001000   ns16550a, byte-wide registers
 //!   rtc@40002000    PL031
 //!   pvpanic@40003000
+//!   pl061@40004000  the GPIO controller (an AMBA device) ...
+//!   gpio-keys       ... whose line 3 is the power button (KEY_POWER)
 //!   boot-timer@40000000  mercury,boot-timer: where guests write the boot
 //!                   timer (Linux ignores the node; the test guest and the
 //!                   test initramfs look it up)
@@ -28,11 +30,12 @@ use super::gic::GicVersion;
 use super::layout::{
     gic_redist_end, BOOT_TIMER_ADDR, BOOT_TIMER_SIZE, FDT_ADDR, FDT_MAX_SIZE, GICV2_CPU_ADDR,
     GICV2_CPU_SIZE, GIC_DIST_ADDR, GIC_DIST_SIZE, GIC_ITS_ADDR, GIC_ITS_SIZE, GIC_REDIST_ADDR,
-    PVPANIC, RTC, RTC_IRQ, SERIAL, SERIAL_IRQ, TIMER_PPIS,
+    GPIO, GPIO_IRQ, PVPANIC, RTC, RTC_IRQ, SERIAL, SERIAL_IRQ, TIMER_PPIS,
 };
 use super::regs::MPIDR_AFFINITY_MASK;
 use super::{ArchError, InitrdRegion, Machine};
 use crate::resources::DeviceSlot;
+use devices::legacy::Pl061;
 
 /// Phandle of the interrupt controller.
 const GIC_PHANDLE: u32 = 1;
@@ -40,6 +43,10 @@ const GIC_PHANDLE: u32 = 1;
 const CLOCK_PHANDLE: u32 = 2;
 /// Phandle of the ITS.
 const ITS_PHANDLE: u32 = 3;
+/// Phandle of the GPIO controller.
+const GPIO_PHANDLE: u32 = 4;
+/// GPIO specifier flags: active high.
+const GPIO_ACTIVE_HIGH: u32 = 0;
 
 /// First cell of a GIC interrupt specifier: a shared peripheral interrupt.
 const GIC_SPI: u32 = 0;
@@ -97,6 +104,7 @@ fn build(
     serial(&mut fdt)?;
     rtc(&mut fdt)?;
     pvpanic(&mut fdt)?;
+    power_button(&mut fdt)?;
     boot_timer(&mut fdt)?;
     for slot in virtio {
         virtio_mmio(&mut fdt, slot)?;
@@ -265,6 +273,41 @@ fn pvpanic(fdt: &mut FdtWriter) -> FdtWriterResult<()> {
     fdt.property_string("compatible", "qemu,pvpanic-mmio")?;
     fdt.property_array_u64("reg", &[PVPANIC.base, PVPANIC.len])?;
     fdt.end_node(node)
+}
+
+/// The PL061 and, under `gpio-keys`, its line that reports `KEY_POWER`
+/// (Linux: `gpio-pl061`, `gpio-keys`; systemd-logind tags such a key as a
+/// power switch).
+fn power_button(fdt: &mut FdtWriter) -> FdtWriterResult<()> {
+    let gpio = fdt.begin_node(&format!("pl061@{:x}", GPIO.base))?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["arm,pl061".to_string(), "arm,primecell".to_string()],
+    )?;
+    fdt.property_array_u64("reg", &[GPIO.base, GPIO.len])?;
+    fdt.property_array_u32("interrupts", &[GIC_SPI, GPIO_IRQ, IRQ_TYPE_EDGE_RISING])?;
+    fdt.property_null("gpio-controller")?;
+    fdt.property_u32("#gpio-cells", 2)?;
+    fdt.property_u32("clocks", CLOCK_PHANDLE)?;
+    fdt.property_string("clock-names", "apb_pclk")?;
+    fdt.property_phandle(GPIO_PHANDLE)?;
+    fdt.end_node(gpio)?;
+
+    let keys = fdt.begin_node("gpio-keys")?;
+    fdt.property_string("compatible", "gpio-keys")?;
+    let key = fdt.begin_node("poweroff")?;
+    fdt.property_string("label", "GPIO Key Poweroff")?;
+    fdt.property_u32("linux,code", Pl061::KEY_POWER)?;
+    fdt.property_array_u32(
+        "gpios",
+        &[
+            GPIO_PHANDLE,
+            u32::from(Pl061::POWER_BUTTON_LINE),
+            GPIO_ACTIVE_HIGH,
+        ],
+    )?;
+    fdt.end_node(key)?;
+    fdt.end_node(keys)
 }
 
 fn boot_timer(fdt: &mut FdtWriter) -> FdtWriterResult<()> {

@@ -217,6 +217,30 @@ fn platform_devices() {
 }
 
 #[test]
+fn the_power_button_is_a_pl061_line_under_gpio_keys() {
+    let dtb = build(GicVersion::V3 { its: false }, 1, None);
+    let fdt = Fdt::new(&dtb).unwrap();
+    let gpio = node(&fdt, "/pl061@40004000");
+    let compatible: Vec<_> = gpio.compatible().unwrap().all().collect();
+    assert_eq!(compatible, ["arm,pl061", "arm,primecell"]);
+    assert_eq!(u64s(gpio, "reg"), [0x4000_4000, 0x1000]);
+    assert_eq!(cells(gpio, "interrupts"), [0, layout::GPIO_IRQ, 1]);
+    assert!(gpio.property("gpio-controller").is_some());
+    assert_eq!(cells(gpio, "#gpio-cells"), [2]);
+    assert_eq!(cells(gpio, "clocks"), [CLOCK_PHANDLE]);
+    assert_eq!(string(gpio, "clock-names"), "apb_pclk");
+
+    let keys = node(&fdt, "/gpio-keys");
+    assert_eq!(string(keys, "compatible"), "gpio-keys");
+    let key = node(&fdt, "/gpio-keys/poweroff");
+    assert_eq!(cells(key, "linux,code"), [116], "KEY_POWER");
+    let gpios = cells(key, "gpios");
+    assert_eq!(gpios, [GPIO_PHANDLE, 3, 0], "line 3, active high");
+    let controller = fdt.find_phandle(gpios[0]).unwrap();
+    assert_eq!(controller.name, "pl061@40004000");
+}
+
+#[test]
 fn one_virtio_mmio_node_per_device() {
     let dtb = build(GicVersion::V3 { its: false }, 1, None);
     let fdt = Fdt::new(&dtb).unwrap();

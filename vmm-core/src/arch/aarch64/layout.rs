@@ -13,6 +13,7 @@
 //! 0x4000_1000  16550 UART                        (SERIAL)
 //! 0x4000_2000  PL031 RTC                         (RTC)
 //! 0x4000_3000  pvpanic (MMIO)                    (PVPANIC)
+//! 0x4000_4000  PL061 GPIO, the power button       (GPIO)
 //! 0x4001_0000  virtio-mmio windows, one page each (VIRTIO_MMIO_START ..
 //!              VIRTIO_MMIO_END), handed out by `resources::DeviceSlots`
 //! 0x8000_0000  RAM (DRAM_START): the FDT in its first 2 MiB, the kernel
@@ -30,7 +31,7 @@
 //! Interrupt lines are GIC SPIs, numbered from 0 as KVM's irqfd routing
 //! numbers them (GSI n = SPI n = INTID 32 + n).
 
-use crate::arch::{BusKind, PlatformDevice};
+use crate::arch::{BusKind, PlatformDevice, PowerButtonDevice, PowerButtonKind};
 
 /// GIC distributor (GICv3 GICD or GICv2 GICD), at the address measured to
 /// work on this project's arm64 KVM hosts (and QEMU virt's).
@@ -96,11 +97,21 @@ pub const PVPANIC: PlatformDevice = PlatformDevice {
 pub const I8042: Option<PlatformDevice> = None;
 /// No ACPI power-control register on arm64: PSCI SYSTEM_OFF powers off.
 pub const ACPI_POWER: Option<PlatformDevice> = None;
-/// No ACPI GED (power button) on arm64: the guest boots from the FDT, not
-/// ACPI, so `Vm::power_button` says there is none.
-pub const GED: Option<PlatformDevice> = None;
-/// Unused on arm64 (there is no GED).
-pub const GED_IRQ: u32 = 0;
+/// The PL061 GPIO controller whose line 3 is the power button (the FDT's
+/// `gpio-keys` node gives it `KEY_POWER`), as on QEMU `virt`.
+pub const GPIO: PlatformDevice = PlatformDevice {
+    bus: BusKind::Mmio,
+    base: SERIAL.base + 3 * PLATFORM_WINDOW,
+    len: PLATFORM_WINDOW,
+};
+/// The GPIO controller's interrupt line (edge, see `devices::legacy::Pl061`).
+pub const GPIO_IRQ: u32 = 3;
+/// The power button: line 3 of the PL061 (no ACPI on arm64).
+pub const POWER_BUTTON: PowerButtonDevice = PowerButtonDevice {
+    kind: PowerButtonKind::Pl061,
+    at: GPIO,
+    irq: GPIO_IRQ,
+};
 /// First virtio-mmio window.
 pub const VIRTIO_MMIO_START: u64 = MMIO_START + 0x1_0000;
 /// End (exclusive) of the virtio-mmio windows: room for 240 devices, more
@@ -193,10 +204,12 @@ mod tests {
 
     #[test]
     fn interrupt_lines_are_distinct_spis() {
-        for irq in [SERIAL_IRQ, RTC_IRQ] {
+        for irq in [SERIAL_IRQ, RTC_IRQ, GPIO_IRQ] {
             assert!(irq < VIRTIO_IRQ_FIRST);
         }
         assert_ne!(SERIAL_IRQ, RTC_IRQ);
+        assert_ne!(GPIO_IRQ, SERIAL_IRQ);
+        assert_ne!(GPIO_IRQ, RTC_IRQ);
         const { assert!(VIRTIO_IRQ_FIRST <= VIRTIO_IRQ_LAST) };
         // GSI n is SPI n: every line must be below the vGIC's SPI count.
         const { assert!(VIRTIO_IRQ_LAST < GIC_NR_IRQS - 32) };

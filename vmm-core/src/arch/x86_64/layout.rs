@@ -125,7 +125,7 @@ pub const PVPANIC_PORT: u64 = 0x505;
 pub const PVPANIC_PORT_SIZE: u64 = 1;
 
 // The platform devices where shared code places them (`arch::PlatformDevice`).
-use crate::arch::{BusKind, PlatformDevice};
+use crate::arch::{BusKind, PlatformDevice, PowerButtonDevice, PowerButtonKind};
 
 /// COM1, the console.
 pub const SERIAL: PlatformDevice = PlatformDevice {
@@ -155,9 +155,13 @@ pub const PVPANIC: PlatformDevice = PlatformDevice {
 };
 /// No RTC device: the guest's CMOS clock reads are unanswered (as before).
 pub const RTC: Option<PlatformDevice> = None;
-/// The ACPI GED (power button), on MMIO.
-pub const GED: Option<PlatformDevice> = Some(PlatformDevice {
-    bus: BusKind::Mmio,
-    base: GED_ADDR,
-    len: GED_SIZE,
-});
+/// The power button: the ACPI GED, on MMIO.
+pub const POWER_BUTTON: PowerButtonDevice = PowerButtonDevice {
+    kind: PowerButtonKind::AcpiGed,
+    at: PlatformDevice {
+        bus: BusKind::Mmio,
+        base: GED_ADDR,
+        len: GED_SIZE,
+    },
+    irq: GED_IRQ,
+};
