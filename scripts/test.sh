@@ -15,7 +15,7 @@ bash scripts/setup.sh
 # cross-built arm64 kernel about as long as the x86 one.
 for image in test-guest test-guest-elf64 test-guest-bzimage test-guest-arm64 \
     linux-kernel linux-elf64 linux-bzimage linux-kernel-acpi initramfs guest-tool test-disk node-rootfs \
-    linux-kernel-arm64 initramfs-arm64; do
+    linux-kernel-arm64 initramfs-arm64 guest-tool-arm64; do
   started=$SECONDS
   echo "test: guest image $image: building (or checking the cache)..."
   path=$(guest-images/build "$image")

@@ -4,8 +4,7 @@
 #
 #   build.sh initramfs   -> .../initramfs.cpio  (uncompressed newc)
 #   build.sh initramfs-arm64 -> .../initramfs.cpio  the same for arm64 guests:
-#                           busybox-static:arm64, no guest-tool (it is an
-#                           x86_64 binary: the vsock and TCP guest tests need it)
+#                           busybox-static:arm64 and the aarch64 guest-tool
 #
 # Contents: Debian's busybox-static, /init = init.sh, /guest-test.sh (device
 # tests), /bin/guest-tool (../guest-tool: vsock and TCP test peer), the
@@ -49,8 +48,11 @@ trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 ensure_tools
 ver=$(apt_candidate "$pkg")
-guest_tool=/dev/null
-[ "$arch" = x86_64 ] && guest_tool=$("$here/../guest-tool/build.sh")
+if [ "$arch" = x86_64 ]; then
+  guest_tool=$("$here/../guest-tool/build.sh" guest-tool)
+else
+  guest_tool=$("$here/../guest-tool/build.sh" guest-tool-arm64)
+fi
 key=$( { sha256sum "$0" "$here/../lib.sh" "$here/init.sh" "$here/guest-test.sh" "$here/initramfs.list" "$here/mkcpio.py" "$guest_tool" | cut -d' ' -f1
          echo "$pkg=$ver"; [ "$arch" = x86_64 ] || echo "$arch"; } | sha256sum | cut -c1-16)
 out=$cache/$key
@@ -88,12 +90,8 @@ mkdir -p "$stage/etc"
 echo "$arch" >"$stage/etc/mercury-arch"
 
 list=$tmp/initramfs.list
-if [ "$arch" = x86_64 ]; then
-  cp "$guest_tool" "$stage/bin/guest-tool"
-  cp "$here/initramfs.list" "$list"
-else
-  grep -v '^file /bin/guest-tool ' "$here/initramfs.list" >"$list"
-fi
+cp "$guest_tool" "$stage/bin/guest-tool"
+cp "$here/initramfs.list" "$list"
 printf 'dir /etc 0755 0 0\nfile /etc/mercury-arch etc/mercury-arch 0644 0 0\n' >>"$list"
 # One symlink per applet, to the absolute /bin/busybox (valid from any dir).
 # (Debian's list names bin/busybox itself, which is the file, not a link.)
