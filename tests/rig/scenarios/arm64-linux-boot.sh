@@ -2,8 +2,9 @@
 # Boots the arm64 microVM kernel (Image) with the arm64 busybox initramfs
 # under mercury inside the arm64 L1, with 1 and 2 vCPUs: /init runs, sees
 # the CPUs and memory mercury gave, and powers off through PSCI SYSTEM_OFF,
-# so mercury exits 0; then reboot -f (PSCI SYSTEM_RESET, exit 0) and a
-# kernel panic (pvpanic on MMIO, exit 3). No console= on the command line: the kernel takes its
+# so mercury exits 0; then reboot -f (PSCI SYSTEM_RESET, exit 0), the
+# power button (SIGPWR: a PL061 GPIO line under gpio-keys, busybox acpid
+# powers off, exit 0) and a kernel panic (pvpanic on MMIO, exit 3). No console= on the command line: the kernel takes its
 # console from the FDT's /chosen/stdout-path, whichever UART mercury
 # emulates. The rig builds the static aarch64 mercury
 # ($MERCURY_BIN_AARCH64 overrides it).
@@ -12,12 +13,12 @@
 # rig-timeout: 600
 # rig-expect: mercury-present
 # rig-expect: smp1-exit smp1-init smp1-info smp2-exit smp2-init smp2-info
-# rig-expect: reboot panic
+# rig-expect: reboot powerbutton-ready powerbutton-exit panic
 . /rig/lib.sh
 
 rig_check_mercury_present || exit 0
 
-RIG_BOOTS=4
+RIG_BOOTS=5
 # boot NAME VCPUS CMDLINE: the Image and initramfs, 256 MiB, console in
 # $log and mercury's stderr in $err (/tmp/linux-NAME.*); sets rig_rc.
 boot() {
@@ -63,6 +64,18 @@ else
     rig_fail reboot "rc=$rig_rc secs=$rig_secs ${rig_why:+($rig_why) }want 0 and exit=\"guest reset…\" after PSCI SYSTEM_RESET"
     rig_show $err 15 "mercury stderr"
     rig_show $log 20 "guest console"
+fi
+
+# The power button (rig_power_button_checks in /rig/lib.sh).
+rm -f /tmp/linux-powerbutton.serial
+rig_press_power_when_ready /tmp/linux-powerbutton.serial 120 &
+presser=$!
+boot powerbutton 1 "panic=1 mercury.action=powerbutton"
+kill $presser 2>/dev/null
+wait $presser 2>/dev/null
+if ! rig_power_button_checks $log $err "$rig_rc" "$rig_secs"; then
+    rig_show $err 15 "mercury stderr"
+    rig_show $log 30 "guest console"
 fi
 
 # A real panic (sysrq c): the kernel's pvpanic MMIO driver tells mercury,

@@ -117,53 +117,16 @@ fi
 # The host asks, the guest decides: SIGPWR makes mercury press the ACPI
 # power button (the GED notifies the DSDT's PNP0C0C device); the guest's
 # button driver reports KEY_POWER, busybox acpid (mercury.action=powerbutton)
-# runs its power-button script, which powers off, and mercury exits 0. A
-# guest that missed or ignored the press would keep running until rig_vm's
-# limit kills it (rc 124): no power-off, no exit 0.
-# press_when_ready: in the background, SIGPWR to mercury once the guest
-# console says acpid is watching the button.
-press_when_ready() {
-    n=0
-    while [ $n -lt $((BOOT_TIMEOUT * 5)) ]; do
-        if grep -a -q 'MERCURY-GUEST POWER-BUTTON ready' "$log" 2>/dev/null; then
-            pid=$(pidof mercury)
-            echo "rig: powerbutton: guest ready, SIGPWR to mercury pid ${pid:-none}"
-            [ -n "$pid" ] && kill -PWR $pid
-            return
-        fi
-        n=$((n + 1))
-        sleep 0.2
-    done
-}
+# runs its power-button script, which powers off, and mercury exits 0
+# (rig_power_button in /rig/lib.sh).
 log=/tmp/powerbutton.serial
 rm -f "$log"
-press_when_ready &
+rig_press_power_when_ready "$log" $BOOT_TIMEOUT &
 presser=$!
 boot powerbutton /images/linux-kernel 2 mercury.action=powerbutton
 kill $presser 2>/dev/null
 wait $presser 2>/dev/null
-ready=$(grep -a -m 1 'MERCURY-GUEST POWER-BUTTON ready' "$log" | sed 's/.*POWER-BUTTON ready //')
-if [ -n "$ready" ]; then
-    rig_pass powerbutton-ready "$ready; $(grep -a -m 1 'input: Power Button' "$log" | sed 's/.*\] //' | cut -c 1-80)"
-else
-    rig_fail powerbutton-ready "no 'MERCURY-GUEST POWER-BUTTON ready' (a PNP0C0C input device and acpid on it) on the guest console"
-    show_failed_boot
-fi
-pressed=missing
-grep -a -q 'MERCURY-GUEST POWER-BUTTON pressed' "$log" && pressed=seen
-# busybox acpid logs the action it runs for the KEY_POWER press.
-acpid=missing
-grep -a -q 'acpid: PWRF/00000080' "$log" && acpid=seen
-sigpwr=missing
-grep -a -q "received SIGPWR, pressed the guest's power button" "$err" && sigpwr=seen
-reason=$(grep -a -o 'exit="[^"]*"' "$err" | tail -n 1)
-if [ "$rc" -eq 0 ] && [ $pressed = seen ] && [ $acpid = seen ] && [ $sigpwr = seen ] &&
-    [ "$reason" = 'exit="guest powered off"' ]; then
-    rig_pass powerbutton-exit "rc=0 secs=$secs $reason after SIGPWR, the guest's 'acpid: PWRF/00000080' and '$(grep -a -m 1 'MERCURY-GUEST POWER-BUTTON pressed' "$log" | sed 's/.*POWER-BUTTON //')'"
-else
-    rig_fail powerbutton-exit "want SIGPWR logged, the guest's 'acpid: PWRF/00000080' and 'POWER-BUTTON pressed', rc=0 and exit=\"guest powered off\"; got $(exit_detail), SIGPWR: $sigpwr, acpid: $acpid, pressed: $pressed, reason: ${reason:-none}"
-    show_failed_boot
-fi
+rig_power_button_checks "$log" "$err" "$rc" "$secs" || show_failed_boot
 
 # A guest kernel panic is reported as such: the kernel tells pvpanic after
 # printing its message, mercury ends the VM at once, exits 3 and says

@@ -169,6 +169,55 @@ rig_show_kvm_trace() {
 
 # Checks that scenarios on both architectures share.
 
+# The host asks, the guest decides: SIGPWR makes mercury press the guest's
+# power button (x86_64: the ACPI GED notifies the DSDT's PNP0C0C device;
+# arm64: a PL061 GPIO line under gpio-keys); the guest's driver reports
+# KEY_POWER, busybox acpid (initramfs mercury.action=powerbutton) runs its
+# power-button script, which powers off, and mercury exits 0. A guest that
+# missed or ignored the press keeps running until rig_vm's limit kills it
+# (rc 124): no power-off, no exit 0.
+# rig_press_power_when_ready LOG LIMIT: (run it in the background) SIGPWR
+# to mercury once the guest console LOG says acpid is watching the button.
+rig_press_power_when_ready() {
+    local log=$1 limit=$2 n=0 pid
+    while [ $n -lt $((limit * 5)) ]; do
+        if grep -a -q 'MERCURY-GUEST POWER-BUTTON ready' "$log" 2>/dev/null; then
+            pid=$(pidof mercury)
+            echo "rig: powerbutton: guest ready, SIGPWR to mercury pid ${pid:-none}"
+            [ -n "$pid" ] && kill -PWR $pid
+            return
+        fi
+        n=$((n + 1))
+        sleep 0.2
+    done
+}
+# rig_power_button_checks LOG ERR RC SECS: the verdicts powerbutton-ready and
+# powerbutton-exit on that boot (its console, mercury's stderr, its exit
+# status and seconds); returns 1 when either failed.
+rig_power_button_checks() {
+    local log=$1 err=$2 rc=$3 secs=$4 ready pressed=missing acpid=missing sigpwr=missing reason ok=0
+    ready=$(grep -a -m 1 'MERCURY-GUEST POWER-BUTTON ready' "$log" | sed 's/.*POWER-BUTTON ready //')
+    if [ -n "$ready" ]; then
+        rig_pass powerbutton-ready "$ready; $(grep -a -m 1 -E 'input: (Power Button|gpio-keys)' "$log" | sed 's/.*\] //' | cut -c 1-80)"
+    else
+        rig_fail powerbutton-ready "no 'MERCURY-GUEST POWER-BUTTON ready' (a power button input device and acpid on it) on the guest console"
+        ok=1
+    fi
+    grep -a -q 'MERCURY-GUEST POWER-BUTTON pressed' "$log" && pressed=seen
+    # busybox acpid logs the action it runs for the KEY_POWER press.
+    grep -a -q 'acpid: PWRF/00000080' "$log" && acpid=seen
+    grep -a -q "received SIGPWR, pressed the guest's power button" "$err" && sigpwr=seen
+    reason=$(grep -a -o 'exit="[^"]*"' "$err" | tail -n 1)
+    if [ "$rc" -eq 0 ] && [ $pressed = seen ] && [ $acpid = seen ] && [ $sigpwr = seen ] &&
+        [ "$reason" = 'exit="guest powered off"' ]; then
+        rig_pass powerbutton-exit "rc=0 secs=$secs $reason after SIGPWR, the guest's 'acpid: PWRF/00000080' and '$(grep -a -m 1 'MERCURY-GUEST POWER-BUTTON pressed' "$log" | sed 's/.*POWER-BUTTON //')'"
+    else
+        rig_fail powerbutton-exit "want SIGPWR logged, the guest's 'acpid: PWRF/00000080' and 'POWER-BUTTON pressed', rc=0 and exit=\"guest powered off\"; got rc=$rc secs=$secs${rig_why:+ ($rig_why)}, SIGPWR: $sigpwr, acpid: $acpid, pressed: $pressed, reason: ${reason:-none}"
+        ok=1
+    fi
+    return $ok
+}
+
 # rig_check_kvm_dev: kvm-dev, /dev/kvm is the misc device 10:232.
 rig_check_kvm_dev() {
     local numbers

@@ -10,6 +10,8 @@
 //! /lib/modules/<m>.ko   uncompressed, loaded in this order by /init
 //! /images/<name>        guest images, as `guest-images/build <name>` made them
 //! /rig/lib.sh           scenario helpers (tests/rig/share/lib.sh)
+//! /rig/virtio.sh        the virtio checks both architectures' scenarios source
+//! /rig/bench.sh         the boot-time harness runs both boot-bench scenarios source
 //! /rig/scenario.sh      the scenario
 //! /dev/console          so the kernel can give /init its stdio before devtmpfs
 //! ```
@@ -30,6 +32,14 @@ use crate::scenario::Scenario;
 
 /// Scenario helpers, installed as /rig/lib.sh.
 pub const SCENARIO_LIB: &str = include_str!("../share/lib.sh");
+/// Scenario code shared by both architectures' scenarios, installed under
+/// /rig/ beside lib.sh and sourced after it: the virtio device checks
+/// (`virtio`, `arm64-virtio`) and the boot-time harness runs (`boot-bench`,
+/// `arm64-boot-bench`).
+pub const SHARED_SCRIPTS: [(&str, &str); 2] = [
+    ("rig/virtio.sh", include_str!("../share/virtio.sh")),
+    ("rig/bench.sh", include_str!("../share/bench.sh")),
+];
 
 /// Errors from assembling the initramfs.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +159,9 @@ fn assemble<W: io::Write>(
     }
     cpio.file_bytes("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     cpio.file_bytes("rig/lib.sh", 0o644, SCENARIO_LIB.as_bytes())?;
+    for (path, text) in SHARED_SCRIPTS {
+        cpio.file_bytes(path, 0o644, text.as_bytes())?;
+    }
     cpio.file_bytes("rig/scenario.sh", 0o755, payload.scenario.script.as_bytes())?;
     let modules: Vec<&str> = payload.modules.iter().map(|m| m.name.as_str()).collect();
     cpio.file_bytes(
@@ -307,6 +320,8 @@ mod tests {
             "lib/modules/kvm.ko\0",
             "images/linux-kernel\0",
             "rig/lib.sh\0",
+            "rig/virtio.sh\0",
+            "rig/bench.sh\0",
             "rig/scenario.sh\0",
             "init\0",
             "opt/x/lib/libz.so.1\0",

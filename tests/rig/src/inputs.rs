@@ -99,7 +99,7 @@ pub fn mercury_binary(repo: &Path, arch: Arch) -> Result<PathBuf, InputError> {
 
 /// The host file for the rig tool `name` (one of [`TOOLS`]) in an `arch`
 /// L1, or `None` when it is optional and not supplied: `boot-harness` is
-/// built from `repo` like `mercury`; `compare-vmm` is `$RIG_COMPARE_WITH`;
+/// built from `repo` like `mercury` (for either architecture); `compare-vmm` is `$RIG_COMPARE_WITH`;
 /// `kvm-probe` is compiled from [`KVM_PROBE_AARCH64_SOURCE`]. Either way it
 /// must be a static ELF of `arch`.
 pub fn tool_binary(repo: &Path, arch: Arch, name: &str) -> Result<Option<PathBuf>, InputError> {
@@ -108,9 +108,7 @@ pub fn tool_binary(repo: &Path, arch: Arch, name: &str) -> Result<Option<PathBuf
         arch,
     };
     match (name, arch) {
-        (BOOT_HARNESS, Arch::X86_64) => {
-            build_static(repo, Arch::X86_64, "mercury-benches", BOOT_HARNESS).map(Some)
-        }
+        (BOOT_HARNESS, _) => build_static(repo, arch, "mercury-benches", BOOT_HARNESS).map(Some),
         (COMPARE_VMM, _) => {
             let Some(path) = env::var_os(COMPARE_WITH_ENV).filter(|v| !v.is_empty()) else {
                 return Ok(None);
@@ -120,7 +118,7 @@ pub fn tool_binary(repo: &Path, arch: Arch, name: &str) -> Result<Option<PathBuf
             Ok(Some(path))
         }
         (KVM_PROBE, Arch::Aarch64) => build_kvm_probe(repo).map(Some),
-        (BOOT_HARNESS | KVM_PROBE | crate::control::CONTROL_VMM, _) => Err(unsupported()),
+        (KVM_PROBE | crate::control::CONTROL_VMM, _) => Err(unsupported()),
         (other, _) => Err(InputError::UnknownTool(other.to_string())),
     }
 }

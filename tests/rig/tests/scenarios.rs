@@ -187,7 +187,8 @@ fn arm64_test_guest() {
 
 /// The arm64 microVM kernel and busybox initramfs under mercury in the
 /// aarch64 L1, 1 and 2 vCPUs: /init runs with the CPUs and memory mercury
-/// gave, its console taken from the FDT, and PSCI SYSTEM_OFF ends it.
+/// gave, its console taken from the FDT, and PSCI SYSTEM_OFF ends it; then
+/// PSCI SYSTEM_RESET, the power button (PL061 + gpio-keys) and pvpanic.
 #[test]
 fn arm64_linux_boot() {
     run_scenario(
@@ -203,7 +204,34 @@ fn arm64_linux_boot() {
             "smp2-init",
             "smp2-info",
             "reboot",
+            "powerbutton-ready",
+            "powerbutton-exit",
             "panic",
+        ],
+    );
+}
+
+/// mercury's virtio devices under the arm64 kernel's drivers in the
+/// aarch64 L1, the checks the x86_64 `virtio` scenario shares: a disk
+/// written by the guest and read back in L1 (also after a SIGKILL), a
+/// read-only disk, two guests on a bridge (ping and TCP), vsock both ways.
+#[test]
+fn arm64_virtio() {
+    run_scenario(
+        "arm64-virtio",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "mercury-present",
+            "blk-guest",
+            "blk-host",
+            "durable-host",
+            "ro-guest",
+            "ro-host",
+            "net-ping",
+            "net-tcp",
+            "vsock-guest-to-host",
+            "vsock-host-to-guest",
         ],
     );
 }
@@ -394,5 +422,47 @@ fn boot_bench() {
     run_scenario(
         "boot-bench",
         &["rig-modules", "rig-kvm", "bench-kernels", "bench-cmdline"],
+    );
+}
+
+/// The boot-time harness on the arm64 L1 (scenario `arm64-boot-bench`):
+/// the arm64 kernel and initramfs, 1 and 2 vCPUs, with and without `quiet`.
+/// A benchmark, by hand (`cargo test -p mercury-rig -- --ignored
+/// arm64_boot_bench`); its numbers are in docs/BENCHMARKS.md.
+#[test]
+#[ignore = "benchmark; run by hand"]
+fn arm64_boot_bench() {
+    run_scenario(
+        "arm64-boot-bench",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "mercury-present",
+            "bench-vcpus",
+            "bench-cmdline",
+        ],
+    );
+}
+
+/// A two-node cluster on the arm64 node image and kernel in the aarch64 L1
+/// (scenario `arm64-cluster`): `up` to both ready, identity on the consoles,
+/// L1 to node and node to node pings, `status`, and `down` leaving nothing.
+/// By hand (`cargo test -p mercury-rig -- --ignored arm64_cluster`).
+#[test]
+#[ignore = "an hour of arm64 L1; run by hand"]
+fn arm64_cluster() {
+    run_scenario(
+        "arm64-cluster",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "mercury-present",
+            "up",
+            "identity-console",
+            "identity-ping",
+            "node-ping",
+            "status",
+            "down-clean",
+        ],
     );
 }
