@@ -6,6 +6,13 @@
 #   build.sh --with-kubernetes v1.31.2 -> .../node-rootfs.ext4 with kubeadm,
 #                                        kubelet and kubectl v1.31.2 in
 #                                        /usr/local/bin and a kubelet unit
+#   build.sh node-rootfs-arm64 [...]   -> the same image for arm64 nodes
+#
+# An arm64 image built on an amd64 host runs arm64 maintainer scripts (and
+# customize.sh's chroot commands) under qemu-user: qemu-user-static is
+# installed when missing and its binfmt_misc handler registered from its
+# /usr/lib/binfmt.d file when the kernel has none (what systemd-binfmt does
+# at boot); on an arm64 host nothing is emulated.
 #
 # A Debian root file system made by mmdebstrap from this machine's Debian
 # apt sources (packages: ./packages; configuration: ./files, customize.sh),
@@ -30,11 +37,13 @@ SIZE=2G
 K8S_BASE_URL=${MERCURY_K8S_URL:-https://dl.k8s.io/release}
 K8S_BINARIES=(kubeadm kubelet kubectl)
 
-usage() { echo "usage: guest-images/build node-rootfs [--with-kubernetes vX.Y.Z]" >&2; exit 2; }
+usage() { echo "usage: guest-images/build node-rootfs|node-rootfs-arm64 [--with-kubernetes vX.Y.Z]" >&2; exit 2; }
 k8s_version=
+debarch=amd64
 while [ $# -gt 0 ]; do
   case "$1" in
     node-rootfs) shift ;;
+    node-rootfs-arm64) debarch=arm64; shift ;;
     --with-kubernetes)
       [ $# -ge 2 ] || usage
       k8s_version=$2; shift 2
@@ -49,7 +58,28 @@ need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v mke2fs >/dev/null || need+=(e2fsprogs)
 if [ -n "$k8s_version" ]; then command -v curl >/dev/null || need+=(curl ca-certificates); fi
+host_arch=$(dpkg --print-architecture)
+if [ "$debarch" != "$host_arch" ]; then
+  if [ "$debarch" != arm64 ] || [ "$host_arch" != amd64 ]; then
+    die "cannot build a $debarch node image on a $host_arch host"
+  fi
+  [ -x /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || need+=(qemu-user-static)
+  # mmdebstrap checks with it that the foreign architecture's programs run.
+  command -v arch-test >/dev/null || need+=(arch-test)
+fi
 [ ${#need[@]} -eq 0 ] || { log "installing ${need[*]}"; apt_install "${need[@]}"; }
+
+# ensure_binfmt: the kernel runs arm64 ELF files through qemu-user.
+ensure_binfmt() {
+  local dir=/proc/sys/fs/binfmt_misc conf=/usr/lib/binfmt.d/qemu-aarch64.conf
+  [ -e "$dir/register" ] || mount -t binfmt_misc binfmt_misc "$dir" ||
+    die "no binfmt_misc at $dir (and it cannot be mounted): arm64 programs cannot run on this $host_arch host"
+  [ -e "$dir/qemu-aarch64" ] && return 0
+  [ -f "$conf" ] || die "$conf is missing (qemu-user-static installs it)"
+  log "registering qemu-aarch64 with binfmt_misc ($conf)"
+  cat "$conf" >"$dir/register" || die "cannot register $conf in $dir/register"
+}
+[ "$debarch" = "$host_arch" ] || ensure_binfmt
 
 # The Debian suites this machine installs from (main, updates, security):
 # one `deb URI SUITE main` line each. Backports and other vendors' sources
@@ -63,19 +93,25 @@ sources=$(apt-get indextargets --format '$(SITE) $(RELEASE)' 'Identifier: Packag
 [ -n "$sources" ] || die "no apt source for $codename (main) on this machine (see /etc/apt/sources.list*)"
 mapfile -t mirrors <<<"$sources"
 
-guest_tool=$("$here/../build" guest-tool)
+if [ "$debarch" = amd64 ]; then
+  guest_tool=$("$here/../build" guest-tool)
+else
+  guest_tool=$("$here/../build" guest-tool-arm64)
+fi
 mmdebstrap_version=$(mmdebstrap --version)
 packages=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/packages" | tr -s ' \n' ',' | sed 's/,$//')
 inputs_hash=$( { (cd "$here" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
                  sha256sum "$here/../lib.sh" "$guest_tool" | cut -d' ' -f1
-                 echo "$sources"; echo "$mmdebstrap_version"; echo "size=$SIZE"; } | sha256sum | cut -c1-16)
+                 echo "$sources"; echo "$mmdebstrap_version"; echo "size=$SIZE"
+                 [ "$debarch" = amd64 ] || echo "arch=$debarch"; } | sha256sum | cut -c1-16)
 
 # --- Kubernetes binaries (opt-in, online) ----------------------------------
 k8s_dir=
 if [ -n "$k8s_version" ]; then
   k8s_dir=$root_cache/kubernetes/$k8s_version
+  [ "$debarch" = amd64 ] || k8s_dir=$k8s_dir-$debarch
   fetch_k8s() {
-    local bin=$1 url=$K8S_BASE_URL/$k8s_version/bin/linux/amd64/$1 tmpf
+    local bin=$1 url=$K8S_BASE_URL/$k8s_version/bin/linux/$debarch/$1 tmpf
     if [ -x "$k8s_dir/$bin" ] && [ -f "$k8s_dir/$bin.sha256" ]; then return 0; fi
     mkdir -p "$k8s_dir"
     tmpf=$(mktemp "$k8s_dir/.download.XXXXXX")
@@ -87,7 +123,7 @@ if [ -n "$k8s_version" ]; then
       die "cannot download $url (no route to dl.k8s.io here?).
   The image without Kubernetes still works: guest-images/build node-rootfs.
   To add the binaries without dl.k8s.io, copy ${K8S_BINARIES[*]} for $k8s_version
-  (linux/amd64) and their .sha256 files (the hex digest) into $k8s_dir/
+  (linux/$debarch) and their .sha256 files (the hex digest) into $k8s_dir/
   and run this again."
     fi
     echo "$(tr -d ' \n' <"$tmpf.sha256")  $tmpf" | sha256sum -c --quiet - ||
@@ -121,8 +157,8 @@ if [ -f "$artifact" ]; then echo "$artifact" >&3; exit 0; fi
 tmp=$(mktemp -d "$cache/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-log "mmdebstrap $codename (key $key): ${mirrors[*]}"
-mmdebstrap --variant=minbase --mode=root --format=directory \
+log "mmdebstrap $codename $debarch (key $key): ${mirrors[*]}"
+mmdebstrap --variant=minbase --mode=root --format=directory --architectures="$debarch" \
   --aptopt='APT::Install-Recommends "false"' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \

@@ -127,7 +127,7 @@ fn missing_images_are_errors_without_no_file_checks() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("spec.controlPlane.kernel: /var/lib/mercury/images/vmlinux"),
+        stderr.contains("spec.controlPlane.kernel: /var/lib/mercury/images/node-kernel"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());

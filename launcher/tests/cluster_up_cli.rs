@@ -68,7 +68,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "a missing kernel file",
-        "kernel: /var/lib/mercury/images/vmlinux",
+        "kernel: /var/lib/mercury/images/node-kernel",
         "kernel: /nonexistent/mercury/vmlinux",
         "spec.controlPlane.kernel",
     ),

@@ -325,7 +325,7 @@ fn missing_files_are_named_and_present_ones_pass() {
     );
     assert!(errors[0]
         .message
-        .contains("/var/lib/mercury/images/vmlinux"));
+        .contains("/var/lib/mercury/images/node-kernel"));
     let mut spec = example();
     let exe = std::env::current_exe().unwrap();
     spec.spec.control_plane.kernel = exe.clone();
