@@ -41,10 +41,11 @@ pub(crate) enum ClusterCommand {
     Status(super::ops::StatusArgs),
     /// Stop a cluster's nodes and remove everything mercury made for it.
     ///
-    /// Each node gets the ACPI power button, then is stopped after
-    /// --timeout; its TAP, disk, seed and logs go, then the bridge (or the
-    /// address mercury put on a bridge that was already there) and the
-    /// cluster's state directory. Idempotent. Exit status: 0 or 1 (error).
+    /// Each node gets its power button (ACPI on x86_64, a GPIO key on
+    /// arm64), then is stopped after --timeout; its TAP, disk, seed and
+    /// logs go, then the bridge (or the address mercury put on a bridge
+    /// that was already there) and the cluster's state directory.
+    /// Idempotent. Exit status: 0 or 1 (error).
     Down(super::ops::DownArgs),
     /// Make the host match a spec from a file or a git repository, once or
     /// (`--watch`) on every change (GitOps).

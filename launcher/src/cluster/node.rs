@@ -10,7 +10,8 @@
 //! and start time ([`super::state`]), so any later command finds it again.
 //!
 //! Stopping is graceful first: SIGPWR asks `mercury run` to press the
-//! guest's ACPI power button (the guest's systemd powers off), then SIGTERM
+//! guest's power button (x86_64: ACPI; arm64: a GPIO key; the guest's
+//! systemd-logind powers off), then SIGTERM
 //! (the VMM stops the VM at once), then SIGKILL.
 
 use std::fs::{self, File, OpenOptions};

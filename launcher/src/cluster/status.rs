@@ -2,6 +2,7 @@
 //! the spec; and removing exactly that.
 
 use std::collections::BTreeSet;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
@@ -216,11 +217,30 @@ pub fn down(
     let records = cluster.load_nodes()?;
     let net = HostNet::open()?;
     // Power the nodes off together: each gets `grace`, not the sum.
-    std::thread::scope(|s| {
-        for r in &records {
-            s.spawn(move || node::stop(r, grace));
-        }
+    let stopped: Vec<io::Result<node::Stopped>> = std::thread::scope(|s| {
+        let stopping: Vec<_> = records
+            .iter()
+            .map(|r| s.spawn(move || node::stop(r, grace)))
+            .collect();
+        stopping
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("its stopping thread panicked")))
+            })
+            .collect()
     });
+    for (r, how) in records.iter().zip(stopped) {
+        let how = how.map_err(|source| UpError::Node {
+            node: r.name.clone(),
+            what: "cannot stop it",
+            source,
+        })?;
+        if how != node::Stopped::NotRunning {
+            progress.event(&format!("stopped {} ({how:?})", r.name));
+        }
+    }
+    // Each is stopped now: removing it finds it not running.
     for r in &records {
         up::remove_node(&cluster, &net, r, grace, progress)?;
         report.nodes.push(r.name.clone());
