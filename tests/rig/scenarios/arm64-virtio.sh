@@ -10,7 +10,9 @@
 # FDT's /chosen/stdout-path.
 # rig-arch: aarch64
 # rig-images: linux-kernel-arm64 initramfs-arm64 test-disk guest-tool-arm64
-# rig-modules: tun bridge loop
+# (Debian's arm64 L1 kernel has ext4 as a module, and L1 mounts the
+# images: ext4 with the crc32c it asks the crypto API for.)
+# rig-modules: tun bridge loop crc32c_generic ext4
 # rig-timeout: 1200
 # rig-expect: mercury-present blk-guest blk-host durable-host ro-guest ro-host
 # rig-expect: net-ping net-tcp vsock-guest-to-host vsock-host-to-guest

@@ -146,7 +146,8 @@ rig_trace_on() {
     echo 4096 >$RIG_TRACE/buffer_size_kb
     local event
     for event in kvm/kvm_exit kvm/kvm_inj_exception kvm/kvm_userspace_exit; do
-        echo 1 >$RIG_TRACE/events/$event/enable 2>/dev/null || echo "rig: no trace event $event"
+        # (the shell reports a missing file itself: quiet it around the echo)
+        { echo 1 >$RIG_TRACE/events/$event/enable; } 2>/dev/null || echo "rig: no trace event $event"
     done
     echo 1 >$RIG_TRACE/tracing_on
 }

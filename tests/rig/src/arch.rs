@@ -60,6 +60,9 @@ pub const AARCH64_MACHINE: &str = "virt,virtualization=on,gic-version=3";
 pub const AARCH64_CPU: &str = "max,pauth-impdef=on";
 /// aarch64 L1's kernel command line: the `virt` board's PL011 console.
 pub const AARCH64_CMDLINE: &str = "console=ttyAMA0 panic=-1 quiet";
+/// ext4 in the aarch64 L1, for scratch disks and loop-mounted images: the
+/// module and the checksum it requests by name.
+pub const AARCH64_EXT4_MODULES: [&str; 3] = ["virtio_blk", "crc32c_generic", "ext4"];
 /// aarch64 L1's kernel, pinned: Debian's generic arm64 6.12 from
 /// bookworm-backports, the same ABI as the x86_64 L1 (the cloud-arm64
 /// flavour is not needed: the generic one boots to /init in about 3 s on
@@ -143,6 +146,17 @@ impl Arch {
         match self {
             Arch::X86_64 => &crate::KVM_MODULES,
             Arch::Aarch64 => &[],
+        }
+    }
+
+    /// Modules a scenario with a scratch disk gets: virtio-blk, and ext4
+    /// where the L1 kernel has it as a module (Debian's arm64 kernel; the
+    /// x86_64 one has it built in) with the crc32c its metadata checksums
+    /// load through the crypto API (no depends= names it).
+    pub fn disk_modules(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &["virtio_blk"],
+            Arch::Aarch64 => &AARCH64_EXT4_MODULES,
         }
     }
 

@@ -182,7 +182,7 @@ impl Rig {
         let started = Instant::now();
         let mut wanted: Vec<String> = arch.kvm_modules().iter().map(|m| m.to_string()).collect();
         if !scenario.header.disk_images.is_empty() {
-            wanted.extend(DISK_MODULES.iter().map(|m| m.to_string()));
+            wanted.extend(arch.disk_modules().iter().map(|m| m.to_string()));
         }
         wanted.extend(scenario.header.modules.iter().cloned());
         let modules = kmod::ModuleIndex::scan(&kernel.modules)?.resolve(&wanted)?;
@@ -342,8 +342,6 @@ impl Rig {
     }
 }
 
-/// L1 modules a scratch disk needs (the L1 kernel has ext4 built in).
-const DISK_MODULES: [&str; 1] = ["virtio_blk"];
 
 /// An ext4 image holding `images` under `/images/<name>` with `free_mib`
 /// to spare, made without mounting (`mke2fs -d`, which keeps sparse files
