@@ -29,16 +29,24 @@ pinned=(
 # mmdebstrap and e2fsprogs (mke2fs -d) for the node root image and the
 # rig's scratch disks; dosfstools (fsck.vfat), openssl,
 # iputils-ping and shellcheck for the cluster seed, secrets and join-bundle
-# tests; the arm64 cross compiler and C library for the arm64 guest kernel
-# and the arm64 rig's static KVM probe; acpica-tools for iasl (a vmm-core
-# test disassembles the DSDT).
+# tests; acpica-tools for iasl (a vmm-core test disassembles the DSDT).
+# The arm64 cross compiler and C library (for the arm64 guest kernel and the
+# arm64 rig's static KVM probe) are installed further down.
 # The python3-* libraries are the ones cloud-init's modules (below) import.
 packages=(flex bison libelf-dev bc cpio xz-utils busybox-static util-linux iproute2 python3
   libssl-dev pkg-config musl-tools mmdebstrap e2fsprogs
-  dosfstools openssl iputils-ping shellcheck
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross acpica-tools
+  dosfstools openssl iputils-ping shellcheck acpica-tools
   python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces
   python3-oauthlib python3-requests python3-serial python3-yaml)
+# The aarch64 toolchain: a cross compiler on other hosts; on an arm64 host
+# Debian's own gcc is aarch64-linux-gnu-gcc and its C library is native.
+# (Tested on amd64 hosts; arm64 hosts are untested: docs/ARM64.md.)
+host_arch=$(dpkg --print-architecture)
+if [[ "$host_arch" == arm64 ]]; then
+  aarch64_toolchain=(gcc libc6-dev libssl-dev)
+else
+  aarch64_toolchain=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libc6:arm64 libssl-dev:arm64)
+fi
 
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 if [[ "$codename" != bookworm ]]; then
@@ -68,7 +76,7 @@ fi
 
 # arm64 packages for the arm64 rig (its L1 kernel, busybox-static:arm64) are
 # fetched with `apt-get download PKG:arm64`, which needs the architecture.
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+if [[ "$host_arch" != arm64 ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
   echo "setup: adding the dpkg architecture arm64" >&2
   dpkg --add-architecture arm64
   updated=
@@ -139,7 +147,7 @@ fi
 # https, when the launcher has it; .cargo/config.toml points pkg-config at
 # it).
 # (the arm64 dpkg architecture was added above)
-install_missing gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libc6:arm64 libssl-dev:arm64
+install_missing "${aarch64_toolchain[@]}" qemu-user-static
 for t in aarch64-unknown-linux-gnu aarch64-unknown-linux-musl; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
 done

@@ -11,19 +11,20 @@
 #               gave it; L1 pings each node over the bridge; the worker
 #               pings the control-plane node (node to node)
 #   status:     both nodes microvm, ready
-#   down:       the nodes power off through their power button (a PL061
-#               GPIO key; systemd-logind acts on it) and everything mercury
-#               made is gone: L1's links, processes and state directory are
-#               as they were before up
-# By hand (`cargo test -p mercury-rig -- --ignored arm64_cluster`): systemd
-# boots under TCG take minutes (docs/RIG.md).
+#   down:       both nodes power off through their power button (a PL061
+#               GPIO key; systemd-logind acts on it) before down's timeout,
+#               and everything mercury made is gone: L1's links, processes
+#               and state directory are as they were before up
+# By hand (`cargo test -p mercury-rig -- --ignored arm64_cluster`, about 3
+# minutes of L1; docs/RIG.md).
 # rig-arch: aarch64
 # rig-disk-images: node-rootfs-arm64 linux-kernel-arm64
 # rig-disk-mib: 6144
 # rig-modules: tun bridge veth
 # rig-memory: 3072
 # rig-timeout: 3600
-# rig-expect: mercury-present up identity-console identity-ping node-ping status down-clean
+# rig-expect: mercury-present up identity-console identity-ping node-ping status
+# rig-expect: down-poweroff down-clean
 . /rig/lib.sh
 
 rig_check_mercury_present || exit 0
@@ -121,6 +122,19 @@ down_secs=$(rig_since "$t0")
 mercury cluster down -f $SPEC --state-dir $STATE >>/tmp/down.out 2>&1
 rc2=$?
 rig_cluster_listing $STATE >/tmp/after.txt
+# The power button (a PL061 GPIO key) did it: logind powered each node off
+# within down's --timeout, before any SIGTERM.
+ok=0 detail=
+for n in $NODES; do
+    line=$(grep -o "stopped $n ([A-Za-z]*)" /tmp/down.out)
+    detail="$detail '${line:-no stopped line for $n}'"
+    [ "$line" = "stopped $n (PoweredOff)" ] && ok=$((ok + 1))
+done
+if [ $ok -eq 2 ]; then
+    rig_pass down-poweroff "in $down_secs s:$detail"
+else
+    rig_fail down-poweroff "want both nodes powered off by the power button:$detail"
+fi
 if [ $rc -eq 0 ] && [ $rc2 -eq 0 ] && cmp -s /tmp/before.txt /tmp/after.txt; then
     rig_pass down-clean "in $down_secs s: $(head -1 /tmp/down.out); again: $(tail -1 /tmp/down.out)"
 else
