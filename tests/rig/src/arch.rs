@@ -50,9 +50,13 @@ impl fmt::Display for Arch {
 pub const HOST: Arch = Arch::X86_64;
 
 /// aarch64 L1's machine: QEMU's `virt` board with EL2 (so L1's kernel boots
-/// at EL2 and runs KVM) and a GICv3 (KVM's vGICv3 needs the GIC's system
-/// register interface).
-pub const AARCH64_MACHINE: &str = "virt,virtualization=on,gic-version=3";
+/// at EL2 and runs KVM) and a GIC of [`AARCH64_GIC`]'s version (KVM's
+/// vGICv3 needs the GIC's system register interface) unless the scenario
+/// asks for a GICv2 (`# rig-gic: 2`: a host without GICv3, whose KVM offers
+/// only a vGICv2).
+pub const AARCH64_MACHINE: &str = "virt,virtualization=on";
+/// aarch64 L1's default GIC version.
+pub const AARCH64_GIC: u32 = 3;
 /// aarch64 L1's CPU: everything TCG emulates, with QEMU's own
 /// pointer-authentication algorithm instead of the architected QARMA5,
 /// which TCG computes several times slower (L1 reached /init in 12–17 s
@@ -100,11 +104,15 @@ impl Arch {
         }
     }
 
-    /// QEMU's `-M`, when the default machine is not the one.
-    pub fn machine(self) -> Option<&'static str> {
+    /// QEMU's `-M`, when the default machine is not the one; `gic` picks an
+    /// aarch64 L1's GIC version ([`AARCH64_GIC`] when `None`).
+    pub fn machine(self, gic: Option<u32>) -> Option<String> {
         match self {
             Arch::X86_64 => None,
-            Arch::Aarch64 => Some(AARCH64_MACHINE),
+            Arch::Aarch64 => Some(format!(
+                "{AARCH64_MACHINE},gic-version={}",
+                gic.unwrap_or(AARCH64_GIC)
+            )),
         }
     }
 

@@ -282,7 +282,7 @@ impl Rig {
             qemu: qemu_bin,
             kernel: kernel.vmlinuz.clone(),
             initrd,
-            machine: arch.machine().map(str::to_string),
+            machine: arch.machine(scenario.header.gic),
             accel: options
                 .accel
                 .clone()
@@ -341,7 +341,6 @@ impl Rig {
         })
     }
 }
-
 
 /// An ext4 image holding `images` under `/images/<name>` with `free_mib`
 /// to spare, made without mounting (`mke2fs -d`, which keeps sparse files

@@ -451,7 +451,7 @@ mod tests {
             qemu: arch.qemu().into(),
             kernel: "/k".into(),
             initrd: "/i".into(),
-            machine: arch.machine().map(str::to_string),
+            machine: arch.machine(None),
             accel: L1_ACCEL.into(),
             cpu: arch.cpu().into(),
             memory_mib,

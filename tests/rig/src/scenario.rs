@@ -17,6 +17,7 @@
 //!                                                    (for images too big for L1's RAM), as /images/<name> on it
 //! # rig-disk-mib: 8192                               free MiB on that disk besides the images (default 4096)
 //! # rig-arch: aarch64                               L1's architecture (default x86_64, crate::arch)
+//! # rig-gic: 2                                      aarch64 L1's GIC version, 2 or 3 (default 3)
 //! ```
 //!
 //! A key may repeat; list values accumulate. Unknown `rig-` keys are errors,
@@ -87,6 +88,8 @@ pub struct Header {
     pub disk_images: Vec<String>,
     /// Free space on the scratch disk besides the images, MiB.
     pub disk_mib: u32,
+    /// An aarch64 L1's GIC version (`# rig-gic:`, 2 or 3; `None`: 3).
+    pub gic: Option<u32>,
 }
 
 impl Default for Header {
@@ -102,6 +105,7 @@ impl Default for Header {
             expect: Vec::new(),
             disk_images: Vec::new(),
             disk_mib: DEFAULT_DISK_MIB,
+            gic: None,
         }
     }
 }
@@ -214,6 +218,14 @@ pub fn parse_header(name: &str, script: &str) -> Result<Header, ScenarioError> {
             "smp" => header.smp = number()?,
             "timeout" => header.timeout = Duration::from_secs(u64::from(number()?)),
             "arch" => header.arch = value.parse().map_err(|_| bad())?,
+            "gic" => {
+                header.gic = Some(
+                    number()
+                        .ok()
+                        .filter(|v| matches!(v, 2 | 3))
+                        .ok_or_else(bad)?,
+                )
+            }
             _ => {
                 return Err(ScenarioError::UnknownKey {
                     name: name.to_string(),
@@ -222,6 +234,14 @@ pub fn parse_header(name: &str, script: &str) -> Result<Header, ScenarioError> {
                 })
             }
         }
+    }
+    if header.gic.is_some() && header.arch != Arch::Aarch64 {
+        return Err(ScenarioError::BadValue {
+            name: name.to_string(),
+            line: 0,
+            key: "gic".to_string(),
+            value: "(only an aarch64 L1 has a GIC)".to_string(),
+        });
     }
     let image_ok = |s: &String| {
         !s.is_empty()
@@ -289,6 +309,7 @@ mod tests {
         assert_eq!(header.timeout, Duration::from_secs(900));
         assert_eq!(header.expect, ["a", "b", "c"]);
         assert_eq!(header.arch, Arch::X86_64);
+        assert_eq!(header.gic, None);
         let arm = parse_header("x", "# rig-arch: aarch64\n").unwrap();
         assert_eq!(arm.arch, Arch::Aarch64);
         assert!(matches!(
@@ -320,6 +341,23 @@ mod tests {
             parse_header("x", "# rig-smp: 0\n"),
             Err(ScenarioError::BadValue { .. })
         ));
+        // A GIC version: 2 or 3, and only for an aarch64 L1.
+        let gicv2 = parse_header("x", "# rig-gic: 2\n# rig-arch: aarch64\n").unwrap();
+        assert_eq!(gicv2.gic, Some(2));
+        assert_eq!(
+            gicv2.arch.machine(gicv2.gic).as_deref(),
+            Some("virt,virtualization=on,gic-version=2")
+        );
+        assert_eq!(
+            Arch::Aarch64.machine(None).as_deref(),
+            Some("virt,virtualization=on,gic-version=3")
+        );
+        for bad in ["# rig-arch: aarch64\n# rig-gic: 4\n", "# rig-gic: 2\n"] {
+            assert!(
+                matches!(parse_header("x", bad), Err(ScenarioError::BadValue { ref key, .. }) if key == "gic"),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             parse_header("x", "# rig-tools: boot-harness gdb\n"),
             Err(ScenarioError::BadValue { ref value, line: 1, .. }) if value == "gdb"

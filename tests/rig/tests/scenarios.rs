@@ -236,6 +236,33 @@ fn arm64_virtio() {
     );
 }
 
+/// mercury on an arm64 host whose GIC is a v2 (scenario `arm64-gicv2`:
+/// the aarch64 L1 with QEMU virt's GICv2): the vGICv2 fallback, the test
+/// guest with 4 vCPUs, Linux with 2 vCPUs, and the power button's
+/// interrupt through it.
+#[test]
+fn arm64_gicv2() {
+    run_scenario(
+        "arm64-gicv2",
+        &[
+            "rig-modules",
+            "rig-kvm",
+            "mercury-present",
+            "gicv2-fallback",
+            "test-guest-exit",
+            "test-guest-end",
+            "test-guest-serial",
+            "test-guest-cpu",
+            "test-guest-smp",
+            "test-guest-timer",
+            "test-guest-memory",
+            "linux-smp2",
+            "powerbutton-ready",
+            "powerbutton-exit",
+        ],
+    );
+}
+
 #[test]
 fn linux_boot() {
     run_scenario(

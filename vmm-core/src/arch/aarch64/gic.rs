@@ -57,6 +57,7 @@ pub(crate) fn create_gic(vm: &VmFd) -> Result<GicVersion, ArchError> {
                     false
                 }
             };
+            log::debug!("vGICv3 created (ITS: {its})");
             Ok(GicVersion::V3 { its })
         }
         Err(v3) => {
@@ -75,6 +76,7 @@ pub(crate) fn create_gic(vm: &VmFd) -> Result<GicVersion, ArchError> {
                 "GICv2 CPU interface",
             )?;
             finish(&gic)?;
+            log::info!("no vGICv3 ({v3}): the guest gets a GICv2");
             Ok(GicVersion::V2)
         }
     }
