@@ -12,8 +12,9 @@ use crate::terminal::RawTerminal;
 
 /// Exit code when the guest rebooted or powered off.
 const EXIT_OK: u8 = 0;
-/// Exit code for bad input or a VMM failure before the guest ran.
-const EXIT_ERROR: u8 = 1;
+/// Exit code for bad input or a VMM failure before the guest ran; the
+/// cluster commands use it for an invalid spec or a failed operation.
+pub(crate) const EXIT_ERROR: u8 = 1;
 /// Exit code when the guest crashed (triple fault, KVM internal error,
 /// kernel panic).
 const EXIT_GUEST_FAILED: u8 = 3;

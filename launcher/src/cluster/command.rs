@@ -10,9 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::plan::{self, Action, Plan};
 use super::state::{self, ClusterDir};
 use super::watch;
-
-/// Exit code when the spec is invalid or cannot be read.
-const EXIT_ERROR: u8 = 1;
+use crate::cli::EXIT_ERROR;
 
 /// Where cluster state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/mercury/clusters";

@@ -14,15 +14,13 @@ use super::spec::ClusterSpec;
 use super::status::{self, ClusterStatus};
 use super::up::{self, Progress, UpOptions};
 use super::validate;
-use crate::cli::{error_chain, fail};
+use crate::cli::{error_chain, fail, EXIT_ERROR};
 
 /// `up`'s default wait for each group of nodes, seconds.
 pub(crate) const READY_TIMEOUT_SECS: u64 = 900;
 /// The default time a node gets to power off, seconds.
 pub(crate) const STOP_TIMEOUT_SECS: u64 = 60;
 
-/// Exit codes shared by the three commands.
-const EXIT_ERROR: u8 = 1;
 /// `status`: the host does not match the spec.
 const EXIT_DIFFERS: u8 = 2;
 
