@@ -61,14 +61,7 @@ evidence() {
 rig_cluster_listing $STATE >/tmp/before.txt
 
 # --- up ----------------------------------------------------------------
-RIG_BOOT_LABEL=arm64-cluster
-rig_boot_begin mercury arm64-cluster
-t0=$(rig_now)
-mercury cluster up -f $SPEC --state-dir $STATE --timeout $UP_TIMEOUT -o json >/tmp/up.json 2>/tmp/up.err
-rc=$?
-secs=$(rig_since "$t0")
-rig_boot_end "$rc" "$secs"
-sed 's/^/  up: /' /tmp/up.err
+rig_cluster_up arm64-cluster $SPEC $STATE $UP_TIMEOUT
 mercury cluster status -f $SPEC --state-dir $STATE -o json >/tmp/status.json 2>/tmp/status.err
 status_rc=$?
 ready=$(grep -c '"state": "ready"' /tmp/status.json)
@@ -122,19 +115,8 @@ down_secs=$(rig_since "$t0")
 mercury cluster down -f $SPEC --state-dir $STATE >>/tmp/down.out 2>&1
 rc2=$?
 rig_cluster_listing $STATE >/tmp/after.txt
-# The power button (a PL061 GPIO key) did it: logind powered each node off
-# within down's --timeout, before any SIGTERM.
-ok=0 detail=
-for n in $NODES; do
-    line=$(grep -o "stopped $n ([A-Za-z]*)" /tmp/down.out)
-    detail="$detail '${line:-no stopped line for $n}'"
-    [ "$line" = "stopped $n (PoweredOff)" ] && ok=$((ok + 1))
-done
-if [ $ok -eq 2 ]; then
-    rig_pass down-poweroff "in $down_secs s:$detail"
-else
-    rig_fail down-poweroff "want both nodes powered off by the power button:$detail"
-fi
+# The power button (a PL061 GPIO key) did it: logind powered each node off.
+rig_down_poweroff_check /tmp/down.out $down_secs $NODES
 if [ $rc -eq 0 ] && [ $rc2 -eq 0 ] && cmp -s /tmp/before.txt /tmp/after.txt; then
     rig_pass down-clean "in $down_secs s: $(head -1 /tmp/down.out); again: $(tail -1 /tmp/down.out)"
 else

@@ -35,18 +35,7 @@ else
     rig_fail gicv2-fallback "mercury did not say it fell back to a GICv2"
     rig_show $err 15 "mercury stderr"
 fi
-if [ "$rig_rc" -eq 0 ]; then
-    rig_pass test-guest-exit "rc=0 secs=$rig_secs"
-else
-    rig_fail test-guest-exit "rc=$rig_rc secs=$rig_secs ${rig_why:+($rig_why) }want 0: the guest powers off at the end"
-    rig_show $err 15 "mercury stderr"
-fi
-rig_test_guest_end $log
-rig_test_guest_check $log serial
-rig_test_guest_check $log cpu fdt_cpus=4 in_fdt=1 el=1
-rig_test_guest_check $log smp cpus=4 expected=4
-rig_test_guest_check $log memory mib=128 expect_mib=128
-rig_test_guest_timer $log $err
+rig_arm64_test_guest_checks $log $err
 
 log=/tmp/linux.serial
 err=/tmp/linux.stderr

@@ -38,14 +38,7 @@ EOF
 
 for size in 1 3 5; do
     spec $((size - 1))
-    RIG_BOOT_LABEL=cluster-$size
-    rig_boot_begin mercury "cluster-$size"
-    t0=$(rig_now)
-    mercury cluster up -f $SPEC --state-dir $STATE --timeout 2400 -o json >/tmp/up.json 2>/tmp/up.err
-    rc=$?
-    secs=$(rig_since "$t0")
-    rig_boot_end "$rc" "$secs"
-    sed 's/^/  up: /' /tmp/up.err
+    rig_cluster_up cluster-$size $SPEC $STATE 2400
     rss=
     for pid in $(sed -n 's/.*"pid": \([0-9]*\).*/\1/p' $STATE/bench/*/node.json); do
         rss="$rss $(awk '/VmRSS/ {print $2}' /proc/$pid/status)"

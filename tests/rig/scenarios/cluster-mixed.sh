@@ -110,14 +110,7 @@ listing >/tmp/before.txt
 
 # --- up ------------------------------------------------------------------
 spec 0
-RIG_BOOT_LABEL=mixed-up
-rig_boot_begin mercury mixed-up
-t0=$(rig_now)
-mercury cluster up -f $SPEC --state-dir $STATE --timeout $UP_TIMEOUT -o json >/tmp/up.json 2>/tmp/up.err
-rc=$?
-secs=$(rig_since "$t0")
-rig_boot_end "$rc" "$secs"
-sed 's/^/  up: /' /tmp/up.err
+rig_cluster_up mixed-up $SPEC $STATE $UP_TIMEOUT
 status
 ready=$(grep -c '"state": "ready"' /tmp/status.json)
 if [ $rc -eq 0 ] && [ "$ready" -eq 3 ] && [ "$(field $MACHINE state)" = pending ] &&

@@ -14,8 +14,10 @@
 #               restarts it with the same IP and MAC, one VMM per node
 #   scale:      2 -> 3 workers (a new node, its own IP/MAC/TAP), 3 -> 1
 #               (the two highest-numbered go, with their TAPs)
-#   down:       everything mercury made is gone: L1's links, processes and
-#               state directory are as they were before the first up
+#   down:       both remaining nodes power off through the ACPI power
+#               button (logind) before down's timeout, and everything
+#               mercury made is gone: L1's links, processes and state
+#               directory are as they were before the first up
 # L1 gets one vCPU: with two, L1 itself reset in most multi-node runs
 # (docs/RIG.md, "The cluster scenarios").
 # rig-images: guest-tool
@@ -26,7 +28,7 @@
 # rig-smp: 1
 # rig-timeout: 3000
 # rig-expect: invalid up identity-console identity-ping node-ping status
-# rig-expect: idempotent drift-status drift-repair scale-up scale-down down-clean
+# rig-expect: idempotent drift-status drift-repair scale-up scale-down down-poweroff down-clean
 . /rig/lib.sh
 
 STATE=/disk/state
@@ -72,20 +74,8 @@ EOF
 
 listing() { rig_cluster_listing $STATE; }
 
-# up LABEL: `mercury cluster up` as one boot span; sets rc.
-up() {
-    RIG_BOOT_LABEL=$1
-    rig_trace_clear
-    rig_boot_begin mercury "$1"
-    t0=$(rig_now)
-    mercury cluster up -f $SPEC --state-dir $STATE --timeout $UP_TIMEOUT -o json \
-        >/tmp/up.json 2>/tmp/up.err
-    rc=$?
-    secs=$(rig_since "$t0")
-    rig_boot_end "$rc" "$secs"
-    echo "rig: up ($1): exit $rc after $secs s"
-    sed 's/^/  up: /' /tmp/up.err
-}
+# up LABEL: `mercury cluster up` as one boot span; sets rc and secs.
+up() { rig_cluster_up "$1" $SPEC $STATE $UP_TIMEOUT; }
 
 field() { rig_node_field /tmp/status.json "$1" "$2"; }
 
@@ -223,11 +213,15 @@ fi
 
 # --- down --------------------------------------------------------------
 rig_boots_done
+t0=$(rig_now)
 mercury cluster down -f $SPEC --state-dir $STATE --timeout 60 >/tmp/down.out 2>&1
 rc=$?
+down_secs=$(rig_since "$t0")
 mercury cluster down -f $SPEC --state-dir $STATE >>/tmp/down.out 2>&1
 rc2=$?
 listing >/tmp/after.txt
+# The ACPI power button did it: logind powered each node off.
+rig_down_poweroff_check /tmp/down.out $down_secs rig-cp-0 rig-general-0
 if [ $rc -eq 0 ] && [ $rc2 -eq 0 ] && cmp -s /tmp/before.txt /tmp/after.txt; then
     rig_pass down-clean "$(head -1 /tmp/down.out); again: $(tail -1 /tmp/down.out)"
 else

@@ -126,6 +126,44 @@ rig_cluster_listing() {
     find "$1" 2>/dev/null | sort
 }
 
+# rig_cluster_up LABEL SPEC STATE TIMEOUT: `mercury cluster up -f SPEC
+# --state-dir STATE --timeout TIMEOUT -o json` as one boot span labelled
+# LABEL, its JSON in /tmp/up.json and its stderr in /tmp/up.err (echoed,
+# indented); sets rc and secs.
+rig_cluster_up() {
+    local t0
+    RIG_BOOT_LABEL=$1
+    rig_trace_clear
+    rig_boot_begin mercury "$1"
+    t0=$(rig_now)
+    mercury cluster up -f "$2" --state-dir "$3" --timeout "$4" -o json >/tmp/up.json 2>/tmp/up.err
+    rc=$?
+    secs=$(rig_since "$t0")
+    rig_boot_end "$rc" "$secs"
+    echo "rig: up ($1): exit $rc after $secs s"
+    sed 's/^/  up: /' /tmp/up.err
+}
+
+# rig_down_poweroff_check OUT SECS NODE...: down-poweroff, every NODE was
+# powered off through its power button within `mercury cluster down`'s
+# --timeout, before any SIGTERM: OUT (down's output) says
+# `stopped NODE (PoweredOff)` for each.
+rig_down_poweroff_check() {
+    local out=$1 secs=$2 n line ok=0 count=0 detail=
+    shift 2
+    for n in "$@"; do
+        count=$((count + 1))
+        line=$(grep -o "stopped $n ([A-Za-z]*)" "$out")
+        detail="$detail '${line:-no stopped line for $n}'"
+        [ "$line" = "stopped $n (PoweredOff)" ] && ok=$((ok + 1))
+    done
+    if [ $ok -eq $count ]; then
+        rig_pass down-poweroff "in $secs s:$detail"
+    else
+        rig_fail down-poweroff "want every node powered off by its power button:$detail"
+    fi
+}
+
 # rig_node_field FILE NODE KEY: KEY of node NODE in FILE, the output of
 # `mercury cluster status -o json` (empty if absent).
 rig_node_field() {
@@ -217,6 +255,27 @@ rig_power_button_checks() {
         ok=1
     fi
     return $ok
+}
+
+# rig_arm64_test_guest_checks LOG ERR: the verdicts on a boot of the aarch64
+# test guest with 4 vCPUs, 128 MiB and `checks=serial,cpu,smp,timer,memory
+# expect_mib=128` (rig_rc, rig_secs, rig_why from rig_vm): test-guest-exit
+# (exit 0 after its PSCI SYSTEM_OFF), -end, -serial, -cpu, -smp, -memory,
+# -timer.
+rig_arm64_test_guest_checks() {
+    local log=$1 err=$2
+    if [ "$rig_rc" -eq 0 ]; then
+        rig_pass test-guest-exit "rc=0 secs=$rig_secs"
+    else
+        rig_fail test-guest-exit "rc=$rig_rc secs=$rig_secs ${rig_why:+($rig_why) }want 0: the guest powers off at the end"
+        rig_show "$err" 15 "mercury stderr"
+    fi
+    rig_test_guest_end "$log"
+    rig_test_guest_check "$log" serial
+    rig_test_guest_check "$log" cpu fdt_cpus=4 in_fdt=1 el=1
+    rig_test_guest_check "$log" smp cpus=4 expected=4
+    rig_test_guest_check "$log" memory mib=128 expect_mib=128
+    rig_test_guest_timer "$log" "$err"
 }
 
 # rig_check_kvm_dev: kvm-dev, /dev/kvm is the misc device 10:232.

@@ -47,6 +47,23 @@ guest() {
     echo "rig: $name: mercury exited $rc after $rig_secs s${rig_why:+ ($rig_why)}"
 }
 
+# image_holds CHECK IMAGE OPTS FILE WANT WHAT: loop-mounts IMAGE (with
+# `-o loop$OPTS`) and PASSes CHECK when its /FILE reads WANT.
+image_holds() {
+    local check=$1 image=$2 opts=$3 file=$4 want=$5 what=$6 found
+    if mount -o "loop$opts" "$image" /mnt/check 2>/tmp/mount.err; then
+        found=$(cat "/mnt/check/$file" 2>/dev/null)
+        umount /mnt/check
+        if [ "$found" = "$want" ]; then
+            rig_pass "$check" "$what holds /$file='$found'"
+        else
+            rig_fail "$check" "$what: /$file is '$found', want '$want'"
+        fi
+    else
+        rig_fail "$check" "cannot loop-mount the image: $(cat /tmp/mount.err)"
+    fi
+}
+
 evidence() {
     rig_show "$log" 20 "guest console"
     rig_show "$err" 10 "mercury stderr"
@@ -64,17 +81,7 @@ else
     rig_fail blk-guest "rc=$rc line='$line'"
     evidence
 fi
-if mount -o loop,ro /tmp/blk.img /mnt/check 2>/tmp/mount.err; then
-    written=$(cat /mnt/check/written 2>/dev/null)
-    umount /mnt/check
-    if [ "$written" = "written-by-guest $TOKEN" ]; then
-        rig_pass blk-host "the image holds /written='$written'"
-    else
-        rig_fail blk-host "/written in the image is '$written'"
-    fi
-else
-    rig_fail blk-host "cannot loop-mount the image: $(cat /tmp/mount.err)"
-fi
+image_holds blk-host /tmp/blk.img ,ro written "written-by-guest $TOKEN" "the image"
 
 # --- durable: SIGKILL right after the guest's fsync ---------------------
 cp /images/test-disk /tmp/durable.img
@@ -102,18 +109,10 @@ rig_boot_end killed
 if [ -z "$content" ]; then
     rig_fail durable-host "the guest never reported its fsync"
     evidence
-elif mount -o loop /tmp/durable.img /mnt/check 2>/tmp/mount.err; then
+else
     # Read-write: the journal of a file system whose VMM was killed needs
     # replaying, as after any crash; what was fsynced must survive that.
-    found=$(cat /mnt/check/durable 2>/dev/null)
-    umount /mnt/check
-    if [ "$found" = "$content" ]; then
-        rig_pass durable-host "after SIGKILL the image holds '$found'"
-    else
-        rig_fail durable-host "after SIGKILL /durable is '$found', the guest wrote '$content'"
-    fi
-else
-    rig_fail durable-host "cannot loop-mount the image: $(cat /tmp/mount.err)"
+    image_holds durable-host /tmp/durable.img "" durable "$content" "after SIGKILL the image"
 fi
 
 # --- ro -----------------------------------------------------------------

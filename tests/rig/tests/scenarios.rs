@@ -376,6 +376,7 @@ fn cluster() {
             "drift-repair",
             "scale-up",
             "scale-down",
+            "down-poweroff",
             "down-clean",
         ],
     );
