@@ -350,15 +350,10 @@ fn virtio() {
 /// A cluster on the Debian node image (scenario `cluster`): `mercury cluster
 /// up` with 1 control-plane node and 2 workers, identity and reachability
 /// checked from L1 and on the nodes' consoles, drift repair after a killed
-/// VMM, scaling 2 -> 3 -> 1, and `down` leaving nothing behind.
-///
-/// Not in CI yet, by hand (`cargo test -p mercury-rig -- --ignored
-/// cluster`): it runs three to four Debian nodes for ~20 minutes in L1, and
-/// the emulated host's failures scale with that (its first runs met an L1
-/// reset and a node's vCPU triple fault: docs/RIG.md, "The cluster
-/// scenario").
+/// VMM, scaling 2 -> 3 -> 1, and `down` powering the nodes off through the
+/// power button and leaving nothing behind. In CI: about 10 minutes of L1
+/// (one vCPU, `# rig-smp: 1`: docs/RIG.md, "The cluster scenarios").
 #[test]
-#[ignore = "20 minutes of L1; run by hand until the emulated host's failure rate allows CI"]
 fn cluster() {
     run_scenario(
         "cluster",
