@@ -48,11 +48,8 @@ trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 ensure_tools
 ver=$(apt_candidate "$pkg")
-if [ "$arch" = x86_64 ]; then
-  guest_tool=$("$here/../guest-tool/build.sh" guest-tool)
-else
-  guest_tool=$("$here/../guest-tool/build.sh" guest-tool-arm64)
-fi
+# guest-tool or guest-tool-arm64, as the target is initramfs[-arm64].
+guest_tool=$("$here/../guest-tool/build.sh" "guest-tool${target#initramfs}")
 key=$( { sha256sum "$0" "$here/../lib.sh" "$here/init.sh" "$here/guest-test.sh" "$here/initramfs.list" "$here/mkcpio.py" "$guest_tool" | cut -d' ' -f1
          echo "$pkg=$ver"; [ "$arch" = x86_64 ] || echo "$arch"; } | sha256sum | cut -c1-16)
 out=$cache/$key

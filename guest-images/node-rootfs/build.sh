@@ -39,11 +39,12 @@ K8S_BINARIES=(kubeadm kubelet kubectl)
 
 usage() { echo "usage: guest-images/build node-rootfs|node-rootfs-arm64 [--with-kubernetes vX.Y.Z]" >&2; exit 2; }
 k8s_version=
-debarch=amd64
+# debarch: the Debian architecture; suffix: the image names' ("" or -arm64).
+debarch=amd64 suffix=
 while [ $# -gt 0 ]; do
   case "$1" in
     node-rootfs) shift ;;
-    node-rootfs-arm64) debarch=arm64; shift ;;
+    node-rootfs-arm64) debarch=arm64 suffix=-arm64; shift ;;
     --with-kubernetes)
       [ $# -ge 2 ] || usage
       k8s_version=$2; shift 2
@@ -93,11 +94,7 @@ sources=$(apt-get indextargets --format '$(SITE) $(RELEASE)' 'Identifier: Packag
 [ -n "$sources" ] || die "no apt source for $codename (main) on this machine (see /etc/apt/sources.list*)"
 mapfile -t mirrors <<<"$sources"
 
-if [ "$debarch" = amd64 ]; then
-  guest_tool=$("$here/../build" guest-tool)
-else
-  guest_tool=$("$here/../build" guest-tool-arm64)
-fi
+guest_tool=$("$here/../build" "guest-tool$suffix")
 mmdebstrap_version=$(mmdebstrap --version)
 packages=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/packages" | tr -s ' \n' ',' | sed 's/,$//')
 inputs_hash=$( { (cd "$here" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
@@ -108,8 +105,7 @@ inputs_hash=$( { (cd "$here" && find . -type f -print0 | sort -z | xargs -0 sha2
 # --- Kubernetes binaries (opt-in, online) ----------------------------------
 k8s_dir=
 if [ -n "$k8s_version" ]; then
-  k8s_dir=$root_cache/kubernetes/$k8s_version
-  [ "$debarch" = amd64 ] || k8s_dir=$k8s_dir-$debarch
+  k8s_dir=$root_cache/kubernetes/$k8s_version$suffix
   fetch_k8s() {
     local bin=$1 url=$K8S_BASE_URL/$k8s_version/bin/linux/$debarch/$1 tmpf
     if [ -x "$k8s_dir/$bin" ] && [ -f "$k8s_dir/$bin.sha256" ]; then return 0; fi

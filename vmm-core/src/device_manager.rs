@@ -214,7 +214,7 @@ impl DeviceManager {
             layout::BOOT_TIMER_SIZE,
         )?;
 
-        let power_button = attach_power_button(vm, &mut mmio, layout::POWER_BUTTON)?;
+        let power_button = attach_power_button(vm, &mut pio, &mut mmio, layout::POWER_BUTTON)?;
 
         Ok(DeviceManager {
             pio,
@@ -246,11 +246,12 @@ impl DeviceManager {
     }
 }
 
-/// The power button's device on the MMIO bus (the ACPI Generic Event
-/// Device, or a PL061 GPIO controller), its interrupt an irqfd on its GSI;
-/// returns the handle that presses the button.
+/// The power button's device where the layout puts it (the ACPI Generic
+/// Event Device, or a PL061 GPIO controller), its interrupt an irqfd on
+/// its GSI; returns the handle that presses the button.
 fn attach_power_button(
     vm: &VmFd,
+    pio: &mut Bus,
     mmio: &mut Bus,
     button: PowerButtonDevice,
 ) -> Result<PowerButton, DeviceError> {
@@ -276,7 +277,7 @@ fn attach_power_button(
             gsi: button.irq,
             source,
         })?;
-    place(mmio, name, device, button.at.base, button.at.len)?;
+    place_platform(pio, mmio, name, device, button.at)?;
     Ok(handle)
 }
 

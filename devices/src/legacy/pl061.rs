@@ -145,7 +145,7 @@ impl Pl061 {
 }
 
 fn lock(state: &Mutex<Lines>) -> MutexGuard<'_, Lines> {
-    // The registers stay consistent at every await point, so a panic in
+    // Every change to the registers completes under one lock, so a panic in
     // another holder (there is none by design) leaves nothing half-done.
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -292,17 +292,17 @@ struct KeyPress {
 
 impl Press for KeyPress {
     /// Drives the line high now; a short-lived thread marks it held long
-    /// enough after the hold time ([`Pl061::HOLD`]), and the line goes low once the guest
-    /// has also read it high. Pressing a key still held does nothing more.
+    /// enough after the hold time ([`Pl061::HOLD`]), and the line goes low
+    /// once the guest has also read it high. Pressing a key still held does
+    /// nothing more.
     fn press(&self) -> io::Result<()> {
         {
             let mut lines = lock(&self.state);
             if lines.held & self.line != 0 {
                 return Ok(());
             }
+            // `seen` and `hold_done` only ever hold lines that are held.
             lines.held |= self.line;
-            lines.seen &= !self.line;
-            lines.hold_done &= !self.line;
             lines.drive(self.line, true);
         }
         let state = Arc::clone(&self.state);
@@ -316,7 +316,8 @@ impl Press for KeyPress {
                 lines.release_due();
             });
         if let Err(e) = released {
-            // No timer: release at once rather than hold the key forever.
+            // No timer: count the hold as done, so the line goes low as soon
+            // as the guest has read it high.
             let mut lines = lock(&self.state);
             lines.hold_done |= self.line;
             lines.release_due();

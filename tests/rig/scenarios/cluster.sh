@@ -213,18 +213,6 @@ fi
 
 # --- down --------------------------------------------------------------
 rig_boots_done
-t0=$(rig_now)
-mercury cluster down -f $SPEC --state-dir $STATE --timeout 60 >/tmp/down.out 2>&1
-rc=$?
-down_secs=$(rig_since "$t0")
-mercury cluster down -f $SPEC --state-dir $STATE >>/tmp/down.out 2>&1
-rc2=$?
-listing >/tmp/after.txt
-# The ACPI power button did it: logind powered each node off.
-rig_down_poweroff_check /tmp/down.out $down_secs rig-cp-0 rig-general-0
-if [ $rc -eq 0 ] && [ $rc2 -eq 0 ] && cmp -s /tmp/before.txt /tmp/after.txt; then
-    rig_pass down-clean "$(head -1 /tmp/down.out); again: $(tail -1 /tmp/down.out)"
-else
-    rig_fail down-clean "exit $rc/$rc2; left over: $(diff /tmp/before.txt /tmp/after.txt | tr '\n' ';')"
-fi
+# The ACPI power button must do it: logind powers each node off.
+rig_cluster_down $SPEC $STATE 60 rig-cp-0 rig-general-0
 umount /disk

@@ -164,6 +164,30 @@ rig_down_poweroff_check() {
     fi
 }
 
+# rig_cluster_down SPEC STATE TIMEOUT NODE...: `mercury cluster down` with
+# --timeout TIMEOUT, then again (it must find nothing), its output in
+# /tmp/down.out; then the verdicts down-poweroff (rig_down_poweroff_check on
+# the NODEs left) and down-clean (both exit 0, and STATE's listing equals
+# /tmp/before.txt, which the scenario takes with rig_cluster_listing STATE
+# before its first up).
+rig_cluster_down() {
+    local spec=$1 state=$2 timeout=$3 t0 rc rc2 down_secs
+    shift 3
+    t0=$(rig_now)
+    mercury cluster down -f "$spec" --state-dir "$state" --timeout "$timeout" >/tmp/down.out 2>&1
+    rc=$?
+    down_secs=$(rig_since "$t0")
+    mercury cluster down -f "$spec" --state-dir "$state" >>/tmp/down.out 2>&1
+    rc2=$?
+    rig_cluster_listing "$state" >/tmp/after.txt
+    rig_down_poweroff_check /tmp/down.out "$down_secs" "$@"
+    if [ $rc -eq 0 ] && [ $rc2 -eq 0 ] && cmp -s /tmp/before.txt /tmp/after.txt; then
+        rig_pass down-clean "in $down_secs s: $(head -1 /tmp/down.out); again: $(tail -1 /tmp/down.out)"
+    else
+        rig_fail down-clean "exit $rc/$rc2; left over: $(diff /tmp/before.txt /tmp/after.txt | tr '\n' ';'); $(tr '\n' ';' </tmp/down.out)"
+    fi
+}
+
 # rig_node_field FILE NODE KEY: KEY of node NODE in FILE, the output of
 # `mercury cluster status -o json` (empty if absent).
 rig_node_field() {

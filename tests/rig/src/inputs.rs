@@ -99,9 +99,10 @@ pub fn mercury_binary(repo: &Path, arch: Arch) -> Result<PathBuf, InputError> {
 
 /// The host file for the rig tool `name` (one of [`TOOLS`]) in an `arch`
 /// L1, or `None` when it is optional and not supplied: `boot-harness` is
-/// built from `repo` like `mercury` (for either architecture); `compare-vmm` is `$RIG_COMPARE_WITH`;
-/// `kvm-probe` is compiled from [`KVM_PROBE_AARCH64_SOURCE`]. Either way it
-/// must be a static ELF of `arch`.
+/// built from `repo` like `mercury` (for either architecture);
+/// `compare-vmm` is `$RIG_COMPARE_WITH`; `kvm-probe` is compiled from
+/// [`KVM_PROBE_AARCH64_SOURCE`]. Either way it must be a static ELF of
+/// `arch`.
 pub fn tool_binary(repo: &Path, arch: Arch, name: &str) -> Result<Option<PathBuf>, InputError> {
     let unsupported = || InputError::UnsupportedTool {
         tool: name.to_string(),
