@@ -4,9 +4,9 @@
 # the CPUs and memory mercury gave, and powers off through PSCI SYSTEM_OFF,
 # so mercury exits 0; then reboot -f (PSCI SYSTEM_RESET, exit 0), the
 # power button (SIGPWR: a PL061 GPIO line under gpio-keys, busybox acpid
-# powers off, exit 0) and a kernel panic (pvpanic on MMIO, exit 3). No console= on the command line: the kernel takes its
-# console from the FDT's /chosen/stdout-path, whichever UART mercury
-# emulates. The rig builds the static aarch64 mercury
+# powers off, exit 0) and a kernel panic (pvpanic on MMIO, exit 3). No
+# console= on the command line: the kernel takes its console from the FDT's
+# /chosen/stdout-path, whichever UART mercury emulates. The rig builds the static aarch64 mercury
 # ($MERCURY_BIN_AARCH64 overrides it).
 # rig-arch: aarch64
 # rig-images: linux-kernel-arm64 initramfs-arm64
