@@ -555,7 +555,18 @@ mod tests {
             "{err}"
         );
         drop(held);
-        cluster.lock().expect("free again once dropped");
+        // A flock belongs to the open file, which a child another test is
+        // spawning shares between its fork and exec (CLOEXEC closes it
+        // only then): wait out such a moment, never a held lock.
+        let mut again = cluster.lock();
+        for _ in 0..200 {
+            if again.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            again = cluster.lock();
+        }
+        again.expect("free again once dropped");
         fs::remove_dir_all(&dir).unwrap();
     }
 
