@@ -43,23 +43,11 @@ mkdir -p /disk
 mount /dev/vda /disk || { rig_fail mixed-up "cannot mount the scratch disk"; exit 1; }
 rig_trace_on
 
-# Debian's tools, from the node image: a writable overlay on a read-only
-# loop mount, with L1's /proc, /sys and /dev.
-mkdir -p /debian-ro /debian-rw /debian
-mount -t tmpfs tmpfs /debian-rw
-mkdir -p /debian-rw/upper /debian-rw/work
-if ! mount -o loop,ro /disk/images/node-rootfs /debian-ro ||
-    ! mount -t overlay overlay -o lowerdir=/debian-ro,upperdir=/debian-rw/upper,workdir=/debian-rw/work /debian; then
+# Debian's tools, from the node image (lib.sh).
+if ! rig_debian_userland /disk/images/node-rootfs; then
     rig_fail mixed-up "cannot mount the node image as L1's Debian userland"
     exit 1
 fi
-mount -t proc proc /debian/proc
-mount -t sysfs sysfs /debian/sys
-mount --bind /dev /debian/dev
-mkdir -p /debian/run/netns /debian/run/systemd/resolve
-# Through Debian's env: busybox's chroot would run its own applet for a bare
-# command name (its shell prefers applets), not Debian's program.
-debian() { chroot /debian /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 # spec WORKERS [POOL-NAME]: the spec; WORKERS microVM workers in pool
 # POOL-NAME (default general; 0: no microVM pool).
@@ -92,11 +80,6 @@ listing() { rig_cluster_listing $STATE; }
 
 field() { rig_node_field /tmp/status.json "$1" "$2"; }
 
-status() {
-    mercury cluster status -f $SPEC --state-dir $STATE -o json >/tmp/status.json 2>/tmp/status.err
-    status_rc=$?
-}
-
 evidence() {
     for d in $STATE/mix/*/; do
         n=$(basename "$d")
@@ -111,7 +94,7 @@ listing >/tmp/before.txt
 # --- up ------------------------------------------------------------------
 spec 0
 rig_cluster_up mixed-up $SPEC $STATE $UP_TIMEOUT
-status
+rig_cluster_status
 ready=$(grep -c '"state": "ready"' /tmp/status.json)
 if [ $rc -eq 0 ] && [ "$ready" -eq 3 ] && [ "$(field $MACHINE state)" = pending ] &&
     [ "$(field $MACHINE kind)" = baremetal ]; then
@@ -125,10 +108,10 @@ fi
 ip0=$(field mix-cp-0 ip)
 ip2=$(field mix-cp-2 ip)
 value="written-through-$ip0"
-debian etcdctl --endpoints "http://$ip0:2379" put mercury-rig "$value" >/tmp/etcd.out 2>&1
+rig_debian etcdctl --endpoints "http://$ip0:2379" put mercury-rig "$value" >/tmp/etcd.out 2>&1
 put_rc=$?
-got=$(debian etcdctl --endpoints "http://$ip2:2379" get mercury-rig --print-value-only 2>>/tmp/etcd.out)
-members=$(debian etcdctl --endpoints "http://$ip2:2379" member list 2>>/tmp/etcd.out |
+got=$(rig_debian etcdctl --endpoints "http://$ip2:2379" get mercury-rig --print-value-only 2>>/tmp/etcd.out)
+members=$(rig_debian etcdctl --endpoints "http://$ip2:2379" member list 2>>/tmp/etcd.out |
     awk -F', ' '{print $3}' | sort | tr '\n' ' ')
 if [ $put_rc -eq 0 ] && [ "$got" = "$value" ] && [ "$members" = "mix-cp-0 mix-cp-1 mix-cp-2 " ]; then
     rig_pass etcd-cluster "put via $ip0, read back via $ip2: '$got'; members: $members"
@@ -139,80 +122,27 @@ fi
 
 # --- bundle --------------------------------------------------------------
 bundle=$STATE/mix/bundles/$MACHINE
-if grep -q "$MACHINE_IP/24" $bundle/network-config && grep -q "\"$CIDR_PREFIX.1\"" $bundle/network-config &&
-    grep -q 'kind: JoinConfiguration' $bundle/user-data && grep -q "apiServerEndpoint: $ip0:6443" $bundle/user-data &&
-    [ -x $bundle/apply.sh ]; then
-    rig_pass bundle "$(ls $bundle | tr '\n' ' '); command: $(grep -m1 'tar ' /tmp/up.err)"
-else
-    rig_fail bundle "$(ls $bundle 2>&1 | tr '\n' ' ')"
-    rig_show $bundle/network-config 20 "network-config"
-fi
+rig_bundle_check $bundle $MACHINE_IP $CIDR_PREFIX.1 $ip0
 
 # --- bare-metal worker ---------------------------------------------------
-# The machine: a network namespace whose veth peer is on the cluster's
-# bridge, running its bundle's apply.sh with Debian's iproute2.
-debian ip netns add bm
-debian ip link add bm-host type veth peer name bm-eth0
-debian ip link set bm-eth0 netns bm
-debian ip link set bm-host master mbr-mix
-debian ip link set bm-host up
-cp -r $bundle /debian/tmp/bundle
-debian ip netns exec bm sh /tmp/bundle/apply.sh --network-only --iface bm-eth0 >/tmp/apply.out 2>&1
-apply_rc=$?
-addr=$(debian ip netns exec bm ip -4 -o addr show dev bm-eth0 | awk '{print $4}')
-route=$(debian ip netns exec bm ip -4 route show default)
-if [ $apply_rc -eq 0 ] && grep -q "reaches the control-plane endpoint $ip0" /tmp/apply.out &&
-    [ "$addr" = "$MACHINE_IP/24" ] && ping -c 2 -W 5 $MACHINE_IP >/dev/null 2>&1; then
-    rig_pass baremetal-join "apply.sh exit 0, $addr, '$route'; $(grep -c . /tmp/apply.out) lines: $(tr '\n' ';' </tmp/apply.out)"
-else
-    rig_fail baremetal-join "apply.sh exit $apply_rc, addr '$addr', route '$route': $(tr '\n' ';' </tmp/apply.out)"
-fi
-debian ip link del bm-host
-debian ip netns del bm
+rig_baremetal_join_check $bundle mbr-mix $MACHINE_IP $ip0
 
 # --- GitOps watcher (file source) ---------------------------------------
-mercury cluster reconcile -f $SPEC --watch --interval 2s --state-dir $STATE >/tmp/watch.log 2>&1 &
-watcher=$!
-sleep 5
+rig_watch_start
 spec 1
-RIG_BOOT_LABEL=watch-scale
-rig_boot_begin mercury watch-scale
-t0=$(rig_now)
-state=
-while [ "$(rig_since "$t0" | cut -d. -f1)" -lt $UP_TIMEOUT ]; do
-    status
-    state=$(field mix-general-0 state)
-    [ "$state" = ready ] && break
-    kill -0 $watcher 2>/dev/null || break
-    sleep 5
-done
-secs=$(rig_since "$t0")
-rig_boot_end "$([ "$state" = ready ] && echo 0 || echo 1)" "$secs"
+rig_watch_until_ready watch-scale mix-general-0 $UP_TIMEOUT
 new_ip=$(field mix-general-0 ip)
 if [ "$state" = ready ] && [ "${new_ip%.*}" = $CIDR_PREFIX ] &&
     [ "$(grep -o '"ip": "[^"]*"' /tmp/status.json | sort | uniq -d)" = "" ]; then
-    rig_pass watch-scale "mix-general-0 ready at $(field mix-general-0 ip) after $secs s: $(grep -m2 'create\|converg' /tmp/watch.log | tr '\n' ';')"
+    rig_pass watch-scale "mix-general-0 ready at $new_ip after $secs s: $(grep -m2 'create\|converg' /tmp/watch.log | tr '\n' ';')"
 else
-    rig_fail watch-scale "mix-general-0 '$state' ip '$(field mix-general-0 ip)' after $secs s"
+    rig_fail watch-scale "mix-general-0 '$state' ip '$new_ip' after $secs s"
     rig_show /tmp/watch.log 20 "watcher"
     evidence
 fi
-pids_before=$(ps -o pid,args | grep '[m]ercury run' | awk '{print $1}' | sort | tr '\n' ' ')
 # Invalid: a second pool named metal.
-spec 1 metal
-sleep 8
-status
-pids_after=$(ps -o pid,args | grep '[m]ercury run' | awk '{print $1}' | sort | tr '\n' ' ')
-kill -INT $watcher
-sleep 3
-if grep -q 'not applied' /tmp/watch.log && grep -q 'spec.workers\[1\].name' /tmp/watch.log &&
-    [ "$pids_before" = "$pids_after" ] && ! kill -0 $watcher 2>/dev/null &&
-    [ "$(ps -o args | grep -c '[m]ercury run')" -eq 4 ]; then
-    rig_pass watch-invalid "$(grep -m1 'invalid' /tmp/watch.log); VMMs $pids_after kept; watcher gone after SIGINT"
-else
-    rig_fail watch-invalid "VMMs '$pids_before' -> '$pids_after', watcher $(kill -0 $watcher 2>/dev/null && echo alive || echo gone)"
-    rig_show /tmp/watch.log 20 "watcher"
-fi
+invalid_spec() { spec 1 metal; }
+rig_watch_invalid_check invalid_spec 'spec.workers\[1\].name' 4
 
 # --- down ----------------------------------------------------------------
 rig_boots_done
@@ -225,9 +155,6 @@ if [ $rc -eq 0 ] && cmp -s /tmp/before.txt /tmp/after.txt; then
 else
     rig_fail mixed-down "exit $rc; left over: $(diff /tmp/before.txt /tmp/after.txt | tr '\n' ';')"
 fi
-# Best effort (L1 powers off next); -d frees the loop device, which
-# otherwise keeps /disk busy.
-umount /debian/dev /debian/sys /debian/proc /debian 2>/dev/null
-umount -d /debian-ro 2>/dev/null
-umount /debian-rw /disk 2>/dev/null
+rig_debian_release
+umount /disk 2>/dev/null
 exit 0

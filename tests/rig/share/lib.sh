@@ -195,6 +195,140 @@ rig_node_field() {
         sed -n "s/.*\"$3\":\"\{0,1\}\([^,\"}]*\).*/\1/p"
 }
 
+# rig_cluster_status: `mercury cluster status -o json` for $SPEC and
+# $STATE (the scenario's), its JSON in /tmp/status.json; sets status_rc.
+rig_cluster_status() {
+    mercury cluster status -f "$SPEC" --state-dir "$STATE" -o json >/tmp/status.json 2>/tmp/status.err
+    status_rc=$?
+}
+
+# rig_debian_userland IMAGE: Debian's tools from the node image IMAGE
+# (iproute2 with netns, etcdctl) as a writable overlay on a read-only loop
+# mount at /debian, with L1's /proc, /sys and /dev (needs the loop and
+# overlay modules); rig_debian CMD... runs one there, rig_debian_release
+# unmounts it. Non-zero if it cannot mount.
+rig_debian_userland() {
+    mkdir -p /debian-ro /debian-rw /debian
+    mount -t tmpfs tmpfs /debian-rw || return 1
+    mkdir -p /debian-rw/upper /debian-rw/work
+    mount -o loop,ro "$1" /debian-ro || return 1
+    mount -t overlay overlay -o lowerdir=/debian-ro,upperdir=/debian-rw/upper,workdir=/debian-rw/work /debian ||
+        return 1
+    mount -t proc proc /debian/proc
+    mount -t sysfs sysfs /debian/sys
+    mount --bind /dev /debian/dev
+    mkdir -p /debian/run/netns /debian/run/systemd/resolve
+}
+
+# Through Debian's env: busybox's chroot would run its own applet for a bare
+# command name (its shell prefers applets), not Debian's program.
+rig_debian() { chroot /debian /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+
+# Best effort (L1 powers off next); -d frees the loop device, which
+# otherwise keeps the scratch disk busy.
+rig_debian_release() {
+    umount /debian/dev /debian/sys /debian/proc /debian 2>/dev/null
+    umount -d /debian-ro 2>/dev/null
+    umount /debian-rw 2>/dev/null
+}
+
+# rig_bundle_check BUNDLE IP GATEWAY ENDPOINT: bundle, the bare-metal
+# machine's join bundle holds its address IP/24, the gateway, a
+# JoinConfiguration for the control-plane ENDPOINT (an IP) and apply.sh.
+rig_bundle_check() {
+    if grep -q "$2/24" "$1/network-config" && grep -q "\"$3\"" "$1/network-config" &&
+        grep -q 'kind: JoinConfiguration' "$1/user-data" && grep -q "apiServerEndpoint: $4:6443" "$1/user-data" &&
+        [ -x "$1/apply.sh" ]; then
+        rig_pass bundle "$(ls "$1" | tr '\n' ' '); command: $(grep -m1 'tar ' /tmp/up.err)"
+    else
+        rig_fail bundle "$(ls "$1" 2>&1 | tr '\n' ' ')"
+        rig_show "$1/network-config" 20 "network-config"
+    fi
+}
+
+# rig_baremetal_join_check BUNDLE BRIDGE IP ENDPOINT: baremetal-join, a
+# network namespace whose veth peer is on BRIDGE stands in for the machine:
+# BUNDLE's apply.sh --network-only (with Debian's iproute2, from
+# rig_debian_userland) gives it IP/24 and its route, it reaches the
+# control-plane ENDPOINT, and L1 reaches it.
+rig_baremetal_join_check() {
+    local apply_rc addr route
+    rig_debian ip netns add bm
+    rig_debian ip link add bm-host type veth peer name bm-eth0
+    rig_debian ip link set bm-eth0 netns bm
+    rig_debian ip link set bm-host master "$2"
+    rig_debian ip link set bm-host up
+    rm -rf /debian/tmp/bundle
+    cp -r "$1" /debian/tmp/bundle
+    rig_debian ip netns exec bm sh /tmp/bundle/apply.sh --network-only --iface bm-eth0 >/tmp/apply.out 2>&1
+    apply_rc=$?
+    addr=$(rig_debian ip netns exec bm ip -4 -o addr show dev bm-eth0 | awk '{print $4}')
+    route=$(rig_debian ip netns exec bm ip -4 route show default)
+    if [ $apply_rc -eq 0 ] && grep -q "reaches the control-plane endpoint $4" /tmp/apply.out &&
+        [ "$addr" = "$3/24" ] && ping -c 2 -W 5 "$3" >/dev/null 2>&1; then
+        rig_pass baremetal-join "apply.sh exit 0, $addr, '$route'; $(grep -c . /tmp/apply.out) lines: $(tr '\n' ';' </tmp/apply.out)"
+    else
+        rig_fail baremetal-join "apply.sh exit $apply_rc, addr '$addr', route '$route': $(tr '\n' ';' </tmp/apply.out)"
+    fi
+    rig_debian ip link del bm-host
+    rig_debian ip netns del bm
+}
+
+# rig_watch_start: `mercury cluster reconcile -f $SPEC --watch` in the
+# background, polling every 2 s, its log in /tmp/watch.log; sets watcher.
+rig_watch_start() {
+    mercury cluster reconcile -f "$SPEC" --watch --interval 2s --state-dir "$STATE" >/tmp/watch.log 2>&1 &
+    watcher=$!
+    sleep 5
+}
+
+# rig_watch_until_ready LABEL NODE TIMEOUT: after the scenario changed
+# $SPEC, one boot span LABEL while the watcher converges, until NODE is
+# ready in status (/tmp/status.json), the watcher dies or TIMEOUT seconds
+# pass; sets state (NODE's last) and secs.
+rig_watch_until_ready() {
+    local t0
+    RIG_BOOT_LABEL=$1
+    rig_boot_begin mercury "$1"
+    t0=$(rig_now)
+    state=
+    while [ "$(rig_since "$t0" | cut -d. -f1)" -lt "$3" ]; do
+        rig_cluster_status
+        state=$(rig_node_field /tmp/status.json "$2" state)
+        [ "$state" = ready ] && break
+        kill -0 "$watcher" 2>/dev/null || break
+        sleep 5
+    done
+    secs=$(rig_since "$t0")
+    rig_boot_end "$([ "$state" = ready ] && echo 0 || echo 1)" "$secs"
+}
+
+# rig_mercury_vmms: the pids of L1's `mercury run` processes, sorted.
+rig_mercury_vmms() { ps -o pid,args | grep '[m]ercury run' | awk '{print $1}' | sort | tr '\n' ' '; }
+
+# rig_watch_invalid_check WRITE FIELD VMMS: watch-invalid, after WRITE (a
+# command that makes $SPEC fail validation at FIELD, a grep pattern) the
+# watcher logs that it did not apply it, naming FIELD, and keeps the
+# cluster (the VMM pids stay the same, VMMS of them); SIGINT then stops
+# the watcher and not the nodes.
+rig_watch_invalid_check() {
+    local before after
+    before=$(rig_mercury_vmms)
+    $1
+    sleep 8
+    after=$(rig_mercury_vmms)
+    kill -INT "$watcher"
+    sleep 3
+    if grep -q 'not applied' /tmp/watch.log && grep -q "$2" /tmp/watch.log &&
+        [ "$before" = "$after" ] && ! kill -0 "$watcher" 2>/dev/null &&
+        [ "$(rig_mercury_vmms | wc -w)" -eq "$3" ]; then
+        rig_pass watch-invalid "$(grep -m1 'invalid' /tmp/watch.log); VMMs $after kept; watcher gone after SIGINT"
+    else
+        rig_fail watch-invalid "VMMs '$before' -> '$after', watcher $(kill -0 "$watcher" 2>/dev/null && echo alive || echo gone)"
+        rig_show /tmp/watch.log 20 "watcher"
+    fi
+}
+
 # rig_is_int VALUE: whether VALUE is a non-negative decimal integer.
 rig_is_int() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 

@@ -348,10 +348,13 @@ fn virtio() {
 }
 
 /// A cluster on the Debian node image (scenario `cluster`): `mercury cluster
-/// up` with 1 control-plane node and 2 workers, identity and reachability
-/// checked from L1 and on the nodes' consoles, drift repair after a killed
-/// VMM, scaling 2 -> 3 -> 1, and `down` powering the nodes off through the
-/// power button and leaving nothing behind. In CI: about 10 minutes of L1
+/// up` with 1 control-plane node, 2 workers and a bare-metal machine (mixed
+/// mode: a network namespace applies its join bundle and reaches the control
+/// plane), identity and reachability checked from L1 and on the nodes'
+/// consoles, ssh logins with the spec's key, drift repair after a killed VMM, scaling 2 -> 3 through
+/// `reconcile --watch` (which then refuses an invalid spec) and 3 -> 1
+/// through `up`, and `down` powering the nodes off through the power button
+/// and leaving nothing behind. In CI: about 10 minutes of L1
 /// (one vCPU, `# rig-smp: 1`: docs/RIG.md, "The cluster scenarios").
 #[test]
 fn cluster() {
@@ -366,10 +369,14 @@ fn cluster() {
             "identity-ping",
             "node-ping",
             "status",
+            "ssh-login",
+            "bundle",
+            "baremetal-join",
             "idempotent",
             "drift-status",
             "drift-repair",
             "scale-up",
+            "watch-invalid",
             "scale-down",
             "down-poweroff",
             "down-clean",
