@@ -107,18 +107,7 @@ fi
 # --- etcd ----------------------------------------------------------------
 ip0=$(field mix-cp-0 ip)
 ip2=$(field mix-cp-2 ip)
-value="written-through-$ip0"
-rig_debian etcdctl --endpoints "http://$ip0:2379" put mercury-rig "$value" >/tmp/etcd.out 2>&1
-put_rc=$?
-got=$(rig_debian etcdctl --endpoints "http://$ip2:2379" get mercury-rig --print-value-only 2>>/tmp/etcd.out)
-members=$(rig_debian etcdctl --endpoints "http://$ip2:2379" member list 2>>/tmp/etcd.out |
-    awk -F', ' '{print $3}' | sort | tr '\n' ' ')
-if [ $put_rc -eq 0 ] && [ "$got" = "$value" ] && [ "$members" = "mix-cp-0 mix-cp-1 mix-cp-2 " ]; then
-    rig_pass etcd-cluster "put via $ip0, read back via $ip2: '$got'; members: $members"
-else
-    rig_fail etcd-cluster "put exit $put_rc, read '$got', members '$members': $(head -5 /tmp/etcd.out | tr '\n' ';')"
-    evidence
-fi
+rig_etcd_check $ip0 $ip2 mix-cp-0 mix-cp-1 mix-cp-2 || evidence
 
 # --- bundle --------------------------------------------------------------
 bundle=$STATE/mix/bundles/$MACHINE

@@ -11,6 +11,9 @@
 #   identity:   each node's console shows the hostname and address its seed
 #               gave it; L1 pings each node over the bridge; the workers
 #               ping the control-plane node (node to node)
+#   etcd-cluster: the external etcd (Debian's etcd-server) on the
+#               control-plane node serves L1's etcdctl on the node's address:
+#               a key put is read back, the member list is rig-cp-0
 #   ssh-login:  L1 logs in with the key the spec lists: as root on the
 #               control-plane node, as Debian's default user `debian` (with
 #               passwordless sudo) on a worker; each says its own hostname
@@ -32,7 +35,7 @@
 #               mercury made is gone: L1's links, processes and state
 #               directory are as they were before the first up
 # The node image doubles as L1's Debian userland (iproute2 with netns,
-# ssh and ssh-keygen):
+# ssh and ssh-keygen, etcdctl):
 # it is mounted read-only under an overlay at /debian.
 # L1 gets one vCPU: with two, L1 itself reset in most multi-node runs
 # (docs/RIG.md, "The cluster scenarios").
@@ -43,7 +46,7 @@
 # rig-memory: 5120
 # rig-smp: 1
 # rig-timeout: 3000
-# rig-expect: invalid up identity-console identity-ping node-ping status ssh-login bundle baremetal-join
+# rig-expect: invalid up identity-console identity-ping node-ping status etcd-cluster ssh-login bundle baremetal-join
 # rig-expect: idempotent drift-status drift-repair scale-up watch-invalid scale-down down-poweroff down-clean
 . /rig/lib.sh
 
@@ -81,6 +84,8 @@ spec:
     version: v1.31.2
     podCidr: 10.244.0.0/16
     serviceCidr: 10.96.0.0/12
+  etcd:
+    mode: external
   ssh:
     authorizedKeys: [ "$(cat /debian/tmp/rig-key.pub)" ]
   controlPlane:
@@ -195,6 +200,9 @@ if [ "$root_says" = root@rig-cp-0 ] && [ "$debian_says" = "debian@rig-general-0 
 else
     rig_fail ssh-login "$cp_ip: '$root_says'; $w_ip: '$debian_says': $(tr '\n' ';' </tmp/ssh.err)"
 fi
+
+# --- etcd: external, from the node image, on the control-plane node -----
+rig_etcd_check $cp_ip $cp_ip rig-cp-0 || evidence
 
 # --- mixed mode: the bare-metal machine's bundle, applied -------------
 bundle=$STATE/rig/bundles/$MACHINE

@@ -232,6 +232,27 @@ rig_debian_release() {
     umount /debian-rw 2>/dev/null
 }
 
+# rig_etcd_check PUT_IP GET_IP MEMBER...: etcd-cluster, the external etcd
+# on the control-plane nodes answers L1's etcdctl (Debian's, from
+# rig_debian_userland): a key put through PUT_IP's client URL is read back
+# through GET_IP's, and the member list names exactly the MEMBERs.
+rig_etcd_check() {
+    local put_ip=$1 get_ip=$2 value="written-through-$1" put_rc got members want
+    shift 2
+    want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
+    rig_debian etcdctl --endpoints "http://$put_ip:2379" put mercury-rig "$value" >/tmp/etcd.out 2>&1
+    put_rc=$?
+    got=$(rig_debian etcdctl --endpoints "http://$get_ip:2379" get mercury-rig --print-value-only 2>>/tmp/etcd.out)
+    members=$(rig_debian etcdctl --endpoints "http://$get_ip:2379" member list 2>>/tmp/etcd.out |
+        awk -F', ' '{print $3}' | sort | tr '\n' ' ')
+    if [ $put_rc -eq 0 ] && [ "$got" = "$value" ] && [ "$members" = "$want" ]; then
+        rig_pass etcd-cluster "put via $put_ip, read back via $get_ip: '$got'; members: $members"
+    else
+        rig_fail etcd-cluster "put exit $put_rc, read '$got', members '$members' (want '$want'): $(head -5 /tmp/etcd.out | tr '\n' ';')"
+        return 1
+    fi
+}
+
 # rig_bundle_check BUNDLE IP GATEWAY ENDPOINT: bundle, the bare-metal
 # machine's join bundle holds its address IP/24, the gateway, a
 # JoinConfiguration for the control-plane ENDPOINT (an IP) and apply.sh.

@@ -351,7 +351,8 @@ fn virtio() {
 /// up` with 1 control-plane node, 2 workers and a bare-metal machine (mixed
 /// mode: a network namespace applies its join bundle and reaches the control
 /// plane), identity and reachability checked from L1 and on the nodes'
-/// consoles, ssh logins with the spec's key, drift repair after a killed VMM, scaling 2 -> 3 through
+/// consoles, its external etcd answering from the control-plane node, ssh
+/// logins with the spec's key, drift repair after a killed VMM, scaling 2 -> 3 through
 /// `reconcile --watch` (which then refuses an invalid spec) and 3 -> 1
 /// through `up`, and `down` powering the nodes off through the power button
 /// and leaving nothing behind. In CI: about 10 minutes of L1
@@ -369,6 +370,7 @@ fn cluster() {
             "identity-ping",
             "node-ping",
             "status",
+            "etcd-cluster",
             "ssh-login",
             "bundle",
             "baremetal-join",
