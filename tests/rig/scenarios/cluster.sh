@@ -278,4 +278,6 @@ rig_boots_done
 # The ACPI power button must do it: logind powers each node off.
 rig_cluster_down $SPEC $STATE 60 rig-cp-0 rig-general-0
 rig_debian_release
-umount /disk
+# Best effort, as the verdicts are in: L1 powers off next.
+umount /disk 2>/dev/null
+exit 0

@@ -225,8 +225,10 @@ rig_debian_userland() {
 rig_debian() { chroot /debian /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 # Best effort (L1 powers off next); -d frees the loop device, which
-# otherwise keeps the scratch disk busy.
+# otherwise keeps the scratch disk busy. `ip netns add` bind-mounts
+# /run/netns onto itself, and `ip netns del` leaves that mount.
 rig_debian_release() {
+    umount /debian/run/netns 2>/dev/null
     umount /debian/dev /debian/sys /debian/proc /debian 2>/dev/null
     umount -d /debian-ro 2>/dev/null
     umount /debian-rw 2>/dev/null
